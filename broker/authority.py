@@ -1,0 +1,409 @@
+"""The game authority: every live game, its history and presence, without sockets.
+
+The broker's I/O loop (``broker.server``) feeds it bus messages and the time;
+it answers with a ``Batch``: journal records to write first, then frames to
+publish.  That order is the broker's promise: an event (and the ack of the
+command that caused it) is published only after it is journaled.
+
+It owns:
+- sequencing: ``Game`` assigns each event the next ``v`` of its game;
+- idempotency: the game remembers command keys; a duplicate is acked again;
+- history: the last ``history`` events of each game as client JSON, for
+  catch-up; older requests get the full state;
+- timers: a heap of game deadlines (flag fall, abort) for ``due``;
+- presence: per game and edge, how many sockets each seat has, aggregated;
+- replay: ``replay`` rebuilds all of this from journal records.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from broker.archive import Archive
+from broker.game import Game, TimeControl
+from broker.pgn import game_pgn
+from xlmate.constants import COLORS, INTERNAL, Color
+from xlmate.errors import CommandRejected, ProtocolError, XLMateError
+from xlmate.messages import command_from_wire
+from xlmate.wire import (
+    AckMsg,
+    CommandMsg,
+    EventMsg,
+    EventsReply,
+    FetchRequest,
+    HeadMsg,
+    MissingReply,
+    OpenRequest,
+    PgnReply,
+    PgnRequest,
+    PresenceMsg,
+    PresenceReport,
+    RejectMsg,
+    StateReply,
+    edge_topic,
+    encode,
+    game_topic,
+)
+
+log = logging.getLogger("xlmate.broker")
+
+EDGE_SILENCE_MS: Final = 3000  # presence of an edge that stopped beating expires after this
+MAX_FINISHED_IN_MEMORY: Final = 10_000
+
+
+def event_json(event: dict[str, Any]) -> bytes:
+    """The client JSON text of an event, encoded once for every edge and socket."""
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one turn of the broker loop must do: journal ``records``, then send ``frames``."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[list[bytes]] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+    def publish(self, topic: bytes, body: bytes) -> None:
+        """Queue one message for the XPUB socket."""
+        self.frames.append([topic, body])
+
+
+@dataclass(slots=True)
+class LiveGame:
+    """A game in play with its recent history and presence."""
+
+    game: Game
+    topic: bytes
+    history: deque[tuple[int, bytes]]
+    presence: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # edge -> (w, b, x)
+    shown: tuple[bool, bool, int] = (False, False, 0)
+
+
+class Authority:
+    """All games of one broker (see module docstring)."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        history: int = 256,
+        abort_after_ms: int = 30_000,
+        max_games: int = 100_000,
+    ) -> None:
+        self.archive = archive
+        self.history = history
+        self.abort_after_ms = abort_after_ms
+        self.max_games = max_games
+        self.games: dict[str, LiveGame] = {}
+        self.finished: OrderedDict[str, LiveGame] = OrderedDict()
+        self._deadlines: list[tuple[int, str]] = []
+        self.edge_seen: dict[str, int] = {}
+        self.events_total = 0
+        self.commands_total = 0
+        self.rejected_total = 0
+        self.duplicates_total = 0
+
+    # --- lookup -----------------------------------------------------------
+
+    def find(self, game_id: str) -> LiveGame | None:
+        """A game in memory, live or recently finished."""
+        return self.games.get(game_id) or self.finished.get(game_id)
+
+    def _sync(self, live: LiveGame, now_ms: int) -> dict[str, Any]:
+        sync = live.game.sync(now_ms)
+        white, black, _ = live.shown
+        sync["players"]["white"]["online"] = white
+        sync["players"]["black"]["online"] = black
+        return sync
+
+    # --- creating games ----------------------------------------------------
+
+    def open(
+        self, req: OpenRequest, now_ms: int, batch: Batch
+    ) -> StateReply | EventsReply | MissingReply:
+        """A seat is used: create the game if it is new, answer its state (or events since)."""
+        live = self.find(req.g)
+        if live is None:
+            archived = self.archive.load(req.g)
+            if archived is not None:
+                sync, _ = archived
+                return StateReply(q=req.q, g=req.g, v=int(sync.get("v", 0)), sync=sync)
+            if len(self.games) >= self.max_games:
+                log.warning("refusing game %s: %d live games", req.g, len(self.games))
+                return MissingReply(q=req.q, g=req.g)
+            tc = req.tc or [0, 0]
+            record = {"t": "create", "g": req.g, "tc": tc, "ms": now_ms}
+            live = self._create(record)
+            batch.records.append(record)
+        if req.p is not None and live.game.players_id(req.s) is None:  # type: ignore[arg-type]
+            record = {"t": "seat", "g": req.g, "s": req.s, "p": req.p}
+            live.game.seat(req.s, req.p)  # type: ignore[arg-type]
+            batch.records.append(record)
+        return self.fetch(FetchRequest(q=req.q, g=req.g, since=req.since), now_ms)
+
+    def _create(self, record: dict[str, Any]) -> LiveGame:
+        initial_ms, increment_ms = record["tc"]
+        time_control = (
+            TimeControl(initial_ms, increment_ms) if initial_ms else TimeControl.from_claim(None)
+        )
+        game = Game(record["g"], time_control, record["ms"], abort_after_ms=self.abort_after_ms)
+        live = LiveGame(game, game_topic(record["g"]), deque(maxlen=self.history))
+        self.games[record["g"]] = live
+        self._schedule(live)
+        return live
+
+    # --- commands ------------------------------------------------------------
+
+    def command(self, msg: CommandMsg, now_ms: int, batch: Batch) -> None:
+        """Apply one player command; queue its events, ack or rejection."""
+        self.commands_total += 1
+        live = self.games.get(msg.g)
+        if live is None:
+            done = self.finished.get(msg.g)
+            if done is not None or msg.g in self.archive:
+                self._reject(msg, "game_over", "the game is over", batch)
+            else:
+                self._reject(msg, INTERNAL, "the broker does not know this game", batch)
+            return
+        try:
+            body = command_from_wire(msg.c)
+            applied = live.game.apply(msg.s, body, now_ms, f"{msg.s}:{msg.i}")  # type: ignore[arg-type]
+        except CommandRejected as exc:
+            self._after_rejection(live, now_ms, batch)
+            self._reject(msg, exc.code, exc.message, batch)
+            return
+        except ProtocolError as exc:
+            self._reject(msg, exc.code, exc.message, batch)
+            return
+        if applied.duplicate:
+            self.duplicates_total += 1
+        else:
+            batch.records.append(
+                {
+                    "t": "cmd",
+                    "g": msg.g,
+                    "s": msg.s,
+                    "i": msg.i,
+                    "c": msg.c,
+                    "ms": now_ms,
+                    "v": applied.v,
+                }
+            )
+            self._emit(live, applied.events, batch)
+        batch.publish(edge_topic(msg.e), encode(AckMsg(g=msg.g, s=msg.s, i=msg.i, v=applied.v)))
+        self._after_change(live, batch)
+
+    def _after_rejection(self, live: LiveGame, now_ms: int, batch: Batch) -> None:
+        """A move that came after a flag fell ends the game by timeout first."""
+        self.due_game(live, now_ms, batch)
+
+    def _reject(self, msg: CommandMsg, code: str, text: str, batch: Batch) -> None:
+        self.rejected_total += 1
+        reject = RejectMsg(g=msg.g, s=msg.s, i=msg.i, code=code, msg=text)
+        batch.publish(edge_topic(msg.e), encode(reject))
+
+    def _emit(self, live: LiveGame, events: list[dict[str, Any]], batch: Batch) -> None:
+        topic, history, game_id = live.topic, live.history, live.game.game_id
+        for event in events:
+            data = event_json(event)
+            v = event["v"]
+            history.append((v, data))
+            batch.publish(topic, encode(EventMsg(g=game_id, v=v, j=data)))
+        self.events_total += len(events)
+
+    def _after_change(self, live: LiveGame, batch: Batch) -> None:
+        if live.game.status == "over":
+            batch.finished.append(live.game.game_id)
+        else:
+            self._schedule(live)
+
+    # --- time ------------------------------------------------------------------
+
+    def _schedule(self, live: LiveGame) -> None:
+        deadline = live.game.deadline_ms()
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, live.game.game_id))
+
+    def next_deadline(self) -> int | None:
+        """The earliest pending game deadline (may be stale: ``due`` checks)."""
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def due(self, now_ms: int, batch: Batch) -> None:
+        """Fire every deadline that has passed (flag falls, aborts)."""
+        while self._deadlines and self._deadlines[0][0] <= now_ms:
+            _, game_id = heapq.heappop(self._deadlines)
+            live = self.games.get(game_id)
+            if live is not None:
+                self.due_game(live, now_ms, batch)
+
+    def due_game(self, live: LiveGame, now_ms: int, batch: Batch) -> None:
+        """Tick one game; journal and publish what time alone caused."""
+        events = live.game.tick(now_ms)
+        if events:
+            batch.records.append({"t": "tick", "g": live.game.game_id, "ms": now_ms})
+            self._emit(live, events, batch)
+            self._after_change(live, batch)
+
+    # --- finishing ----------------------------------------------------------------
+
+    def finish(self, game_id: str, now_ms: int) -> dict[str, Any] | None:
+        """Archive a game that ended; return the journal's ``end`` record."""
+        live = self.games.pop(game_id, None)
+        if live is None:
+            return None
+        self.archive.store(game_id, self._sync(live, now_ms), game_pgn(live.game))
+        self.finished[game_id] = live
+        while len(self.finished) > MAX_FINISHED_IN_MEMORY:
+            self.finished.popitem(last=False)
+        return {"t": "end", "g": game_id}
+
+    # --- catch-up ---------------------------------------------------------------------
+
+    def fetch(self, req: FetchRequest, now_ms: int) -> StateReply | EventsReply | MissingReply:
+        """Events after ``since`` if the history holds them all, else the full state."""
+        live = self.find(req.g)
+        if live is None:
+            archived = self.archive.load(req.g)
+            if archived is None:
+                return MissingReply(q=req.q, g=req.g)
+            sync, _ = archived
+            return StateReply(q=req.q, g=req.g, v=int(sync.get("v", 0)), sync=sync)
+        head = live.game.v
+        since = req.since
+        if since is not None and since <= head:
+            if since == head:
+                return EventsReply(q=req.q, g=req.g, v=head, evs=[])
+            history = live.history
+            if history and history[0][0] <= since + 1:
+                start = since + 1 - history[0][0]
+                evs = [data for _, data in list(history)[start:]]
+                return EventsReply(q=req.q, g=req.g, v=head, evs=evs)
+        return StateReply(q=req.q, g=req.g, v=head, sync=self._sync(live, now_ms))
+
+    def pgn(self, req: PgnRequest) -> PgnReply | MissingReply:
+        """The PGN of a live, finished or archived game."""
+        live = self.find(req.g)
+        if live is not None:
+            return PgnReply(q=req.q, g=req.g, text=game_pgn(live.game))
+        archived = self.archive.load(req.g)
+        if archived is None:
+            return MissingReply(q=req.q, g=req.g)
+        return PgnReply(q=req.q, g=req.g, text=archived[1])
+
+    def head(self, game_id: str) -> bytes | None:
+        """A ``head`` message for a game edges just subscribed to."""
+        live = self.find(game_id)
+        if live is None:
+            return None
+        return encode(HeadMsg(g=game_id, v=live.game.v))
+
+    # --- presence -----------------------------------------------------------------------
+
+    def presence_report(self, msg: PresenceReport, now_ms: int, batch: Batch) -> None:
+        """An edge's socket counts for one game."""
+        self.edge_seen[msg.e] = now_ms
+        live = self.find(msg.g)
+        if live is None:
+            return
+        if msg.w or msg.b or msg.x:
+            live.presence[msg.e] = (msg.w, msg.b, msg.x)
+        else:
+            live.presence.pop(msg.e, None)
+        self._show_presence(live, batch)
+
+    def edge_beat(self, edge_id: str, now_ms: int) -> None:
+        """An edge is alive."""
+        self.edge_seen[edge_id] = now_ms
+
+    def expire_edges(self, now_ms: int, batch: Batch) -> None:
+        """Forget the presence of edges that stopped beating (they died)."""
+        dead = [e for e, seen in self.edge_seen.items() if now_ms - seen > EDGE_SILENCE_MS]
+        if not dead:
+            return
+        for edge_id in dead:
+            del self.edge_seen[edge_id]
+            log.info("edge %s went silent; dropping its presence", edge_id)
+        gone = set(dead)
+        for live in list(self.games.values()):
+            if gone.intersection(live.presence):
+                for edge_id in gone:
+                    live.presence.pop(edge_id, None)
+                self._show_presence(live, batch)
+
+    def _show_presence(self, live: LiveGame, batch: Batch) -> None:
+        white = any(w for w, _, _ in live.presence.values())
+        black = any(b for _, b, _ in live.presence.values())
+        spectators = sum(x for _, _, x in live.presence.values())
+        shown = (white, black, spectators)
+        if shown == live.shown:
+            return
+        live.shown = shown
+        data = event_json(
+            {
+                "type": "presence",
+                "gameId": live.game.game_id,
+                "white": white,
+                "black": black,
+                "spectators": spectators,
+            }
+        )
+        batch.publish(live.topic, encode(PresenceMsg(g=live.game.game_id, j=data)))
+
+    # --- replay -------------------------------------------------------------------------
+
+    def replay(self, records: list[dict[str, Any]]) -> list[str]:
+        """Rebuild games from journal records; return ids of games that ended."""
+        ended: list[str] = []
+        scratch = Batch()
+        for record in records:
+            try:
+                self._replay_one(record, scratch)
+            except (XLMateError, KeyError, TypeError, ValueError) as exc:
+                log.error("journal record for %s could not be replayed: %r", record.get("g"), exc)
+            scratch.frames.clear()
+            scratch.records.clear()
+        for game_id in scratch.finished:
+            if game_id not in ended:
+                ended.append(game_id)
+        return [g for g in ended if g in self.games]
+
+    def _replay_one(self, record: dict[str, Any], scratch: Batch) -> None:
+        kind, game_id = record["t"], record["g"]
+        if kind == "create":
+            if game_id not in self.games:
+                self._create(record)
+            return
+        if kind == "end":
+            self.games.pop(game_id, None)
+            return
+        live = self.games.get(game_id)
+        if live is None:
+            return
+        if kind == "seat":
+            live.game.seat(record["s"], record["p"])
+        elif kind == "tick":
+            self._emit(live, live.game.tick(record["ms"]), scratch)
+            self._after_change(live, scratch)
+        elif kind == "cmd":
+            color: Color = record["s"]
+            if color not in COLORS:
+                raise ValueError("bad seat")
+            try:
+                applied = live.game.apply(
+                    color, command_from_wire(record["c"]), record["ms"], f"{color}:{record['i']}"
+                )
+            except CommandRejected as exc:
+                log.error("journal replay of %s v%s was refused: %s", game_id, record.get("v"), exc)
+                return
+            if applied.v != record.get("v"):
+                log.error(
+                    "journal replay of %s gave v%s, not v%s", game_id, applied.v, record.get("v")
+                )
+            self._emit(live, applied.events, scratch)
+            self._after_change(live, scratch)

@@ -1,0 +1,382 @@
+"""The broker process: ZeroMQ glue around the game authority.
+
+Sockets (all ``zmq.asyncio``, bound on ``config.host``):
+
+- XSUB (``xsub_port``): edges' PUB sockets connect and send commands,
+  presence reports and edge beats; we subscribe to everything.
+- XPUB (``xpub_port``): edges' SUB sockets connect and subscribe to
+  ``game:<id>``, ``edge:<id>`` and ``ctl``.  With ``XPUB_VERBOSE`` we see every
+  subscription and answer a ``game:`` one with the game's ``head``, so a newly
+  subscribed edge learns the current ``v`` even if no event follows.
+- ROUTER (``catchup_port``): ``open`` / ``fetch`` / ``pgn`` requests.
+
+One turn of the command loop: read up to ``MAX_BATCH`` waiting messages, feed
+them to the authority, append the batch's journal records with one write,
+fsync (policy ``always``: group commit), then publish.  Nothing is published
+before it is journaled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import zmq
+import zmq.asyncio
+from websockets.asyncio.server import Server, serve
+
+from broker.archive import Archive
+from broker.authority import Authority, Batch
+from broker.journal import Journal, read_records
+from xlmate import metrics
+from xlmate.config import BrokerConfig, tcp
+from xlmate.errors import WireError
+from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, refuse_websocket
+from xlmate.lifecycle import run_server
+from xlmate.wire import (
+    CTL_TOPIC,
+    BrokerBeat,
+    CommandMsg,
+    EdgeBeat,
+    FetchRequest,
+    OpenRequest,
+    PgnRequest,
+    PresenceReport,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("xlmate.broker")
+
+MAX_BATCH: Final = 512
+MAX_INBOUND: Final = 64 * 1024  # bytes; zmq drops bigger frames (and their peer)
+COMPACT_AFTER: Final = 1000  # finished games between two journal compactions
+
+
+def wall_ms() -> int:
+    """Broker time: wall-clock milliseconds (journaled, so it must survive restarts)."""
+    return time.time_ns() // 1_000_000
+
+
+class BrokerServer:
+    """The broker: see the module docstring."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.epoch = secrets.token_hex(6)
+        self.journal = Journal(config.journal_dir)
+        self.archive = Archive(config.journal_dir / "archive", durable=config.fsync != "never")
+        self.authority = Authority(
+            self.archive,
+            history=config.history,
+            abort_after_ms=config.abort_after_ms,
+            max_games=config.max_games,
+        )
+        self.registry = metrics.new_registry()
+        self._m_bad = metrics.counter(
+            self.registry, "broker_bad_frames_total", "bus frames dropped as garbage", ("socket",)
+        )
+        self._m_batches = metrics.counter(self.registry, "broker_batches_total", "journal batches")
+        self._m_fsync = metrics.histogram(
+            self.registry,
+            "broker_fsync_seconds",
+            "journal fsync time",
+            (0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5),
+        )
+        self._m_games = metrics.gauge(self.registry, "broker_live_games", "games in play")
+        self._m_games.set_function(lambda: len(self.authority.games))
+        for name, attr in (
+            ("broker_commands_total", "commands_total"),
+            ("broker_events_total", "events_total"),
+            ("broker_rejected_total", "rejected_total"),
+            ("broker_duplicates_total", "duplicates_total"),
+        ):
+            gauge = metrics.gauge(self.registry, name, f"counter of {attr.replace('_', ' ')}")
+            gauge.set_function(lambda attr=attr: float(getattr(self.authority, attr)))
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sockets: list[zmq.asyncio.Socket] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: Server | None = None
+        self._closed = asyncio.Event()
+        self._closing = False
+        self._last_now = 0
+        self._timer_wake = asyncio.Event()
+        self._finished_since_compaction = 0
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover from the journal, bind the sockets, start the loops."""
+        self._recover()
+        ctx = self._ctx = zmq.asyncio.Context()
+        cfg = self.config
+        self.xsub = self._bind(ctx, zmq.XSUB, cfg.xsub_port)
+        self.xsub.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
+        self.xsub.setsockopt(zmq.RCVHWM, 100_000)
+        await self.xsub.send(b"\x01")  # subscribe to every message the edges publish
+        self.xpub = self._bind(ctx, zmq.XPUB, cfg.xpub_port)
+        self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.xpub.setsockopt(zmq.SNDHWM, 100_000)
+        self.router = self._bind(ctx, zmq.ROUTER, cfg.catchup_port)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        router = Router()
+        router.get("/healthz", self._healthz)
+        router.get("/metrics", lambda _req: metrics_response(self.registry))
+        self._http = await serve(
+            refuse_websocket, cfg.host, cfg.http_port, process_request=router.process_request
+        )
+        loops = [
+            self._command_loop(),
+            self._subscription_loop(),
+            self._catchup_loop(),
+            self._timer_loop(),
+            self._heartbeat_loop(),
+        ]
+        if cfg.fsync == "interval":
+            loops.append(self._fsync_loop())
+        self._tasks = [asyncio.create_task(self._guard(loop)) for loop in loops]
+        log.info(
+            "broker up: epoch %s, xsub %s, xpub %s, catch-up %s, http %s, %d live games, fsync=%s",
+            self.epoch,
+            cfg.xsub_port,
+            cfg.xpub_port,
+            cfg.catchup_port,
+            cfg.http_port,
+            len(self.authority.games),
+            cfg.fsync,
+        )
+
+    def _bind(self, ctx: zmq.asyncio.Context, kind: int, port: int) -> zmq.asyncio.Socket:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 200)
+        sock.bind(tcp(self.config.host, port))
+        self._sockets.append(sock)
+        return sock
+
+    async def _guard(self, loop: Any) -> None:
+        """Run a loop; an unexpected crash of one loop stops the broker loudly."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("broker loop crashed; shutting down")
+            self.close()
+
+    def close(self) -> None:
+        """Stop everything; idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        if self._http is not None:
+            self._http.close()
+        asyncio.get_running_loop().create_task(self._finish_close())
+
+    async def _finish_close(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.wait_closed()
+        self.journal.close()
+        for sock in self._sockets:
+            sock.close(linger=200)
+        if self._ctx is not None:
+            self._ctx.term()
+        log.info("broker stopped")
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until ``close`` has finished."""
+        await self._closed.wait()
+
+    # --- recovery and compaction ------------------------------------------------
+
+    def _recover(self) -> None:
+        started = time.monotonic()
+        records = self.journal.load()
+        self.authority.replay(records)
+        ended = [gid for gid, live in self.authority.games.items() if live.game.status == "over"]
+        now = self._now()
+        for game_id in ended:
+            self.authority.finish(game_id, now)
+        self.journal.open()
+        if ended or records:
+            self._compact()
+        # Deadlines that passed while the broker was down fire on the first timer turn.
+        log.info(
+            "recovered %d live games from %d journal records in %.0f ms (%d finished archived)",
+            len(self.authority.games),
+            len(records),
+            (time.monotonic() - started) * 1000,
+            len(ended),
+        )
+
+    def _compact(self) -> None:
+        """Rewrite the journal with the records of live games only."""
+        records, _, _ = read_records(self.journal.path)
+        live = self.authority.games
+        keep = [r for r in records if r.get("g") in live]
+        self.journal.rewrite(keep)
+        self._finished_since_compaction = 0
+        log.info("journal compacted: kept %d of %d records", len(keep), len(records))
+
+    # --- the loops ------------------------------------------------------------------
+
+    def _now(self) -> int:
+        now = max(wall_ms(), self._last_now)
+        self._last_now = now
+        return now
+
+    async def _command_loop(self) -> None:
+        xsub = self.xsub
+        while True:
+            frames = await xsub.recv_multipart()
+            batch = Batch()
+            now = self._now()
+            self._on_bus(frames, now, batch)
+            for _ in range(MAX_BATCH - 1):
+                try:
+                    frames = await xsub.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_bus(frames, now, batch)
+            await self._commit(batch, now)
+
+    def _on_bus(self, frames: list[bytes], now: int, batch: Batch) -> None:
+        if len(frames) != 2:
+            self._m_bad.labels("xsub").inc()
+            return
+        try:
+            message = decode(frames[1])
+        except WireError:
+            self._m_bad.labels("xsub").inc()
+            return
+        if isinstance(message, CommandMsg):
+            self.authority.command(message, now, batch)
+        elif isinstance(message, PresenceReport):
+            self.authority.presence_report(message, now, batch)
+        elif isinstance(message, EdgeBeat):
+            self.authority.edge_beat(message.e, now)
+        else:
+            self._m_bad.labels("xsub").inc()
+
+    async def _commit(self, batch: Batch, now: int) -> None:
+        """Journal, sync per policy, then publish; archive games that ended."""
+        if batch.records:
+            self.journal.append(batch.records)
+            if self.config.fsync == "always":
+                started = time.perf_counter()
+                self.journal.sync()
+                self._m_fsync.observe(time.perf_counter() - started)
+            self._m_batches.inc()
+        xpub = self.xpub
+        for frames in batch.frames:
+            await xpub.send_multipart(frames)
+        if batch.finished:
+            ends = [self.authority.finish(game_id, now) for game_id in batch.finished]
+            self.journal.append(r for r in ends if r is not None)
+            self._finished_since_compaction += len(ends)
+            if self._finished_since_compaction >= COMPACT_AFTER:
+                self._compact()
+        deadline = self.authority.next_deadline()
+        if deadline is not None and deadline < self._timer_target:
+            self._timer_wake.set()
+
+    _timer_target: int = 0
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = self._now()
+            batch = Batch()
+            self.authority.due(now, batch)
+            if batch.records or batch.frames:
+                await self._commit(batch, now)
+            deadline = self.authority.next_deadline()
+            delay_ms = 500 if deadline is None else min(500, max(0, deadline - self._now()))
+            self._timer_target = self._now() + delay_ms
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), delay_ms / 1000)
+
+    async def _subscription_loop(self) -> None:
+        xpub = self.xpub
+        while True:
+            frame = await xpub.recv()
+            if frame[:1] != b"\x01" or not frame.startswith(b"\x01game:"):
+                continue
+            game_id = frame[6:].decode(errors="replace")
+            head = self.authority.head(game_id)
+            if head is not None:
+                await xpub.send_multipart([frame[1:], head])
+
+    async def _catchup_loop(self) -> None:
+        router = self.router
+        while True:
+            frames = await router.recv_multipart()
+            if len(frames) != 2:
+                self._m_bad.labels("router").inc()
+                continue
+            identity, body = frames
+            try:
+                request = decode(body)
+            except WireError:
+                self._m_bad.labels("router").inc()
+                continue
+            now = self._now()
+            batch = Batch()
+            reply: Any
+            if isinstance(request, OpenRequest):
+                reply = self.authority.open(request, now, batch)
+            elif isinstance(request, FetchRequest):
+                reply = self.authority.fetch(request, now)
+            elif isinstance(request, PgnRequest):
+                reply = self.authority.pgn(request)
+            else:
+                self._m_bad.labels("router").inc()
+                continue
+            await self._commit(batch, now)
+            await router.send_multipart([identity, encode(reply)])
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_ms / 1000
+        while True:
+            now = self._now()
+            await self.xpub.send_multipart([CTL_TOPIC, encode(BrokerBeat(ep=self.epoch, t=now))])
+            batch = Batch()
+            self.authority.expire_edges(now, batch)
+            if batch.frames:
+                await self._commit(batch, now)
+            await asyncio.sleep(interval)
+
+    async def _fsync_loop(self) -> None:
+        interval = self.config.fsync_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.journal.sync()
+
+    # --- http ---------------------------------------------------------------------------
+
+    def _healthz(self, _request: HttpRequest) -> Any:
+        return json_response(
+            200,
+            {
+                "status": "ok",
+                "component": "broker",
+                "epoch": self.epoch,
+                "games": len(self.authority.games),
+                "fsync": self.config.fsync,
+            },
+        )
+
+
+async def main(config: BrokerConfig) -> None:
+    """Run a broker until SIGINT/SIGTERM."""
+    Path(config.journal_dir).mkdir(parents=True, exist_ok=True)
+    await run_server(BrokerServer(config))

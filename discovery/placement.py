@@ -1,0 +1,81 @@
+"""Which edge a client should use: a pure function of the live edges and the question.
+
+``place(nodes, region, game_id, distances)`` returns the edges to offer, best
+first (PROTOCOL.md section 2):
+
+1. Only edges that are not draining and have room (``Node.available``).
+2. With a ``region``: the edges of that region first.  If it has none, the
+   edges of the nearest region that has some (``RegionTable.by_distance``),
+   then the next nearest, and so on; edges of regions the table does not
+   place come last, all together.  Within each group, least loaded first.
+3. With a ``game_id`` too: the first edge of that first region is chosen by
+   rendezvous (highest-random-weight) hashing of the game id over the region's
+   edges, with blake2b, so both players of a game land on the same edge, the
+   choice survives restarts of discovery, and adding or removing one edge
+   moves only the games that must move (about 1/n of them).
+4. No region, or a region with no edges and no entry in the table: every edge,
+   least loaded first (``game_id`` does not matter then).
+
+Ties are broken by edge id, so the answer is deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from discovery.regions import UNKNOWN, RegionTable
+from discovery.registry import Node
+
+
+def rendezvous_score(game_id: str, node_id: str) -> int:
+    """The weight of ``node_id`` for ``game_id``: stable across processes and versions."""
+    game = game_id.encode()
+    data = len(game).to_bytes(4, "big") + game + node_id.encode()
+    digest = hashlib.blake2b(data, digest_size=8, person=b"xlmate-hrw").digest()
+    return int.from_bytes(digest, "big")
+
+
+def _by_load(node: Node) -> tuple[float, str]:
+    return (node.load, node.id)
+
+
+def place(
+    nodes: Iterable[Node],
+    region: str | None,
+    game_id: str | None,
+    distances: RegionTable,
+) -> list[Node]:
+    """The edges to offer for ``region`` and ``game_id``, best first (module docstring)."""
+    candidates = [node for node in nodes if node.available]
+    if not candidates:
+        return []
+    by_region: dict[str, list[Node]] = {}
+    for node in candidates:
+        by_region.setdefault(node.region, []).append(node)
+
+    if region is None or (region not in by_region and region not in distances):
+        return sorted(candidates, key=_by_load)
+
+    order = distances.by_distance(region, by_region)
+    if region in by_region:
+        order.remove(region)
+        order.insert(0, region)
+    elif distances.distance(region, order[0]) == UNKNOWN:
+        # a known region, but the table places none of the regions with edges
+        return sorted(candidates, key=_by_load)
+
+    first = sorted(by_region[order[0]], key=_by_load)
+    if game_id is not None:
+        chosen = max(first, key=lambda n: (rendezvous_score(game_id, n.id), n.id))
+        first.remove(chosen)
+        first.insert(0, chosen)
+    result = first
+    unplaced: list[Node] = []
+    for name in order[1:]:
+        if distances.distance(region, name) == UNKNOWN:
+            unplaced.extend(by_region[name])
+        else:
+            result.extend(sorted(by_region[name], key=_by_load))
+    result.extend(sorted(unplaced, key=_by_load))
+    return result

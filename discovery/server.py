@@ -1,0 +1,412 @@
+"""The discovery process: heartbeats in on a REP socket, placement out over HTTP.
+
+Thin glue around the pure parts (``registry``, ``placement``, ``regions``):
+
+* a ``zmq.asyncio`` REP socket on ``tcp://rep_host:rep_port`` answers every
+  request (``discovery.heartbeat``) with exactly one reply; a frame that does
+  not decode is answered ``{"ok": false, "error": "bad_frame"}`` and counted in
+  ``xlmate_discovery_bad_frames_total``, as are peers that fail the ZeroMQ
+  handshake (seen through a socket monitor); frames over ``MAX_MSG_SIZE`` make
+  libzmq drop the connection before they reach us;
+* a sweep task forgets edges silent for 3 of their own intervals;
+* HTTP on ``host:port`` (``xlmate.httpd`` over the ``websockets`` server):
+  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /healthz``, ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import zmq
+import zmq.asyncio
+from websockets.asyncio.server import Server, serve
+from websockets.http11 import Response
+from zmq.utils.monitor import parse_monitor_message
+
+from discovery.heartbeat import (
+    BAD_FRAME,
+    OK_REPLY,
+    REGISTRY_FULL,
+    Goodbye,
+    Heartbeat,
+    Reply,
+    decode_request,
+    encode_reply,
+)
+from discovery.placement import place
+from discovery.regions import RegionTable, default_table, load_table
+from discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
+from xlmate import metrics
+from xlmate.config import DiscoveryConfig, tcp
+from xlmate.constants import GAME_ID_RE
+from xlmate.errors import ConfigError, WireError
+from xlmate.httpd import (
+    HttpRequest,
+    Router,
+    json_response,
+    metrics_response,
+    refuse_websocket,
+)
+from xlmate.lifecycle import run_server
+
+log = logging.getLogger("xlmate.discovery")
+
+MAX_MSG_SIZE: Final = 64 * 1024  # libzmq drops peers sending bigger frames
+MAX_FALLBACKS: Final = 20  # fallbacks listed in "nodes" after "node"
+SWEEP_INTERVAL_S: Final = 0.1
+BAD_GAME_ID: Final = "gameId must be 1-64 characters of [A-Za-z0-9_-]"
+_BAD_REPLY: Final = encode_reply(Reply(False, BAD_FRAME))
+_FULL_REPLY: Final = encode_reply(Reply(False, REGISTRY_FULL))
+_INTERNAL_REPLY: Final = encode_reply(Reply(False, "internal"))
+_HANDSHAKE_FAILURES: Final = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+class _AccessLog(logging.LoggerAdapter[logging.Logger]):
+    """``websockets`` logs every HTTP response at INFO; discovery sends one per client: DEBUG."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        super().log(logging.DEBUG if level == logging.INFO else level, msg, *args, **kwargs)
+
+
+class DiscoveryServer:
+    """Registry + placement behind a REP socket and an HTTP API.
+
+    ``start()`` binds both (port 0 picks a free port: read ``http_port`` and
+    ``rep_port`` afterwards); ``close()`` is idempotent; ``wait_closed()``
+    returns once every socket is closed.  ``clock`` is the registry's time
+    source (seconds, monotonic).
+    """
+
+    def __init__(
+        self,
+        config: DiscoveryConfig,
+        *,
+        regions: RegionTable | None = None,
+        max_nodes: int = DEFAULT_MAX_NODES,
+        max_fallbacks: int = MAX_FALLBACKS,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        if regions is None:
+            regions = load_table(config.regions_file) if config.regions_file else default_table()
+        self.regions = regions
+        self.registry = Registry(max_nodes=max_nodes)
+        self.http_port = config.port
+        self.rep_port = config.rep_port
+        self._max_fallbacks = max_fallbacks
+        self._sweep_interval_s = sweep_interval_s
+        self._clock = clock
+        self._ctx: zmq.asyncio.Context | None = None
+        self._rep: zmq.asyncio.Socket | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._http: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._state = "new"  # new -> running -> closing -> closed
+        self._closed = asyncio.Event()
+        self._shutdown: asyncio.Task[None] | None = None
+        self._full_warned = False
+
+        self.metrics = metrics.new_registry()
+        self._m_heartbeats = metrics.counter(
+            self.metrics, "discovery_heartbeats", "Heartbeat requests by result", ("result",)
+        )
+        self._m_goodbyes = metrics.counter(
+            self.metrics, "discovery_goodbyes", "Edges that said goodbye"
+        )
+        self._m_bad = metrics.counter(
+            self.metrics,
+            "discovery_bad_frames",
+            "Frames or peers on the REP socket that were not ours",
+            ("reason",),
+        )
+        self._m_placements = metrics.counter(
+            self.metrics, "discovery_placements", "Placement answers by outcome", ("outcome",)
+        )
+        self._m_evictions = metrics.counter(
+            self.metrics, "discovery_evictions", "Edges forgotten after missing 3 heartbeats"
+        )
+        known = metrics.gauge(self.metrics, "discovery_nodes", "Edges in the registry")
+        known.set_function(lambda: len(self.registry))
+        healthy = metrics.gauge(
+            self.metrics, "discovery_nodes_healthy", "Edges heartbeating in time"
+        )
+        healthy.set_function(lambda: len(self.registry.healthy(self._clock())))
+        available = metrics.gauge(
+            self.metrics,
+            "discovery_nodes_available",
+            "Healthy edges placement may offer (not draining, with room)",
+        )
+        available.set_function(
+            lambda: sum(1 for n in self.registry.healthy(self._clock()) if n.available)
+        )
+        for reason in ("decode", "multipart", "handshake"):
+            self._m_bad.labels(reason)
+        for result in ("ok", "refused"):
+            self._m_heartbeats.labels(result)
+        for outcome in ("region", "fallback", "anywhere", "no_nodes", "bad_request"):
+            self._m_placements.labels(outcome)
+
+        self.router = Router()
+        self.router.get("/v1/nodes/discovery", self._get_discovery)
+        self.router.get("/v1/nodes", self._get_nodes)
+        self.router.get("/healthz", self._get_healthz)
+        self.router.get("/metrics", lambda _req: metrics_response(self.metrics))
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the REP socket and the HTTP server, start the background tasks."""
+        if self._state != "new":
+            raise RuntimeError("DiscoveryServer.start() can be called once")
+        self._state = "running"
+        cfg = self.config
+        try:
+            self._ctx = zmq.asyncio.Context()
+            rep = self._ctx.socket(zmq.REP)
+            self._rep = rep
+            rep.setsockopt(zmq.LINGER, 0)
+            rep.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_SIZE)
+            self._monitor = rep.get_monitor_socket(_HANDSHAKE_FAILURES)
+            endpoint = tcp(cfg.rep_host, cfg.rep_port)  # port 0: libzmq picks a free one
+            try:
+                rep.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise ConfigError(f"cannot bind the heartbeat socket {endpoint}: {exc}") from exc
+            bound = rep.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.rep_port = int(bound.rsplit(":", 1)[1])
+            try:
+                self._http = await serve(
+                    refuse_websocket,
+                    cfg.host,
+                    cfg.port,
+                    process_request=self.router.process_request,
+                    logger=_AccessLog(logging.getLogger("xlmate.discovery.http")),
+                )
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen for HTTP on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+                ) from exc
+            self.http_port = next(iter(self._http.sockets)).getsockname()[1]
+        except BaseException:
+            await self._teardown()
+            self._state = "closed"
+            self._closed.set()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._serve_rep(), name="discovery-rep"),
+            asyncio.create_task(self._sweep(), name="discovery-sweep"),
+            asyncio.create_task(self._watch_monitor(), name="discovery-monitor"),
+        ]
+        log.info(
+            "discovery: HTTP on http://%s:%d, heartbeats on tcp://%s:%d, %d regions in the table",
+            cfg.host,
+            self.http_port,
+            cfg.rep_host,
+            self.rep_port,
+            len(self.regions.regions),
+        )
+
+    def close(self) -> None:
+        """Stop serving; idempotent.  ``wait_closed()`` waits for the end."""
+        if self._state == "new":
+            self._state = "closed"
+            self._closed.set()
+        if self._state != "running":
+            return
+        self._state = "closing"
+        if self._http is not None:
+            self._http.close()
+        self._shutdown = asyncio.ensure_future(self._close_all())
+
+    async def wait_closed(self) -> None:
+        """Return once ``close()`` has finished closing every socket."""
+        await self._closed.wait()
+
+    async def _close_all(self) -> None:
+        try:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._teardown()
+        finally:
+            self._state = "closed"
+            self._closed.set()
+            log.info("discovery closed")
+
+    async def _teardown(self) -> None:
+        """Stop HTTP, close the zmq sockets with linger 0 and term the context."""
+        if self._http is not None:
+            self._http.close()
+            await self._http.wait_closed()
+        if self._rep is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._rep.disable_monitor()
+        for sock in (self._monitor, self._rep):
+            if sock is not None:
+                sock.close(linger=0)
+        if self._ctx is not None:
+            self._ctx.term()
+
+    # --- heartbeats --------------------------------------------------------------
+
+    async def _serve_rep(self) -> None:
+        """Receive one request, send exactly one reply, forever."""
+        rep = self._rep
+        assert rep is not None
+        while True:
+            try:
+                frames = await rep.recv_multipart()
+            except zmq.ZMQError as exc:
+                if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    return
+                log.warning("heartbeat socket receive failed: %s", exc)
+                continue
+            try:
+                reply = self._handle(frames)
+            except Exception:
+                log.exception("unexpected error handling a heartbeat")
+                reply = _INTERNAL_REPLY
+            try:
+                await rep.send(reply)
+            except zmq.ZMQError as exc:
+                if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    return
+                log.warning("heartbeat reply failed: %s", exc)
+
+    def _handle(self, frames: list[bytes]) -> bytes:
+        """One request's frames -> the reply frame."""
+        if len(frames) != 1:
+            self._m_bad.labels("multipart").inc()
+            log.debug("dropped a %d-frame request", len(frames))
+            return _BAD_REPLY
+        try:
+            request = decode_request(frames[0])
+        except WireError as exc:
+            self._m_bad.labels("decode").inc()
+            log.debug("bad heartbeat frame: %s", exc)
+            return _BAD_REPLY
+        if isinstance(request, Goodbye):
+            self._m_goodbyes.inc()
+            if self.registry.remove(request.id) is not None:
+                log.info("edge %s said goodbye", request.id)
+            return OK_REPLY
+        result = self.registry.beat(request, self._clock())
+        if not result.accepted:
+            self._m_heartbeats.labels("refused").inc()
+            if not self._full_warned:
+                self._full_warned = True
+                log.warning(
+                    "registry full (%d edges): refusing new edge %s", len(self.registry), request.id
+                )
+            return _FULL_REPLY
+        self._m_heartbeats.labels("ok").inc()
+        self._log_change(request, result)
+        return OK_REPLY
+
+    @staticmethod
+    def _log_change(hb: Heartbeat, result: BeatResult) -> None:
+        prev = result.previous
+        if prev is None:
+            log.info(
+                "edge %s joined: region %s, url %s, %d/%d connections%s",
+                hb.id,
+                hb.region,
+                hb.url,
+                hb.connections,
+                hb.capacity,
+                ", draining" if hb.draining else "",
+            )
+            return
+        if prev.draining != hb.draining:
+            log.info("edge %s %s", hb.id, "is draining" if hb.draining else "stopped draining")
+        if prev.url != hb.url or prev.region != hb.region:
+            log.info("edge %s moved: region %s, url %s", hb.id, hb.region, hb.url)
+
+    async def _sweep(self) -> None:
+        """Forget silent edges, every ``sweep_interval_s``."""
+        while True:
+            await asyncio.sleep(self._sweep_interval_s)
+            now = self._clock()
+            evicted = self.registry.evict(now)
+            if evicted:
+                self._full_warned = False
+            for node in evicted:
+                self._m_evictions.inc()
+                log.info(
+                    "edge %s evicted: no heartbeat for %.1f s (interval %d ms)",
+                    node.id,
+                    now - node.last_seen,
+                    node.heartbeat.interval_ms,
+                )
+
+    async def _watch_monitor(self) -> None:
+        """Count peers that fail the ZeroMQ handshake (raw TCP garbage, port scans)."""
+        monitor = self._monitor
+        assert monitor is not None
+        while True:
+            try:
+                message = await monitor.recv_multipart()
+            except zmq.ZMQError:
+                return
+            try:
+                event = parse_monitor_message(message)["event"]
+            except Exception:  # a malformed monitor message is not worth a crash
+                continue
+            if event & _HANDSHAKE_FAILURES:
+                self._m_bad.labels("handshake").inc()
+                log.debug("a peer failed the ZeroMQ handshake on the heartbeat socket")
+
+    # --- HTTP --------------------------------------------------------------------
+
+    def _get_discovery(self, request: HttpRequest) -> Response:
+        game_id = request.query.get("gameId")
+        if game_id is not None and not GAME_ID_RE.fullmatch(game_id):
+            self._m_placements.labels("bad_request").inc()
+            return json_response(
+                400,
+                {"error": "bad_request", "message": BAD_GAME_ID},
+            )
+        region = (request.query.get("region") or "").strip().lower() or None
+        nodes = place(self.registry.healthy(self._clock()), region, game_id, self.regions)
+        if not nodes:
+            self._m_placements.labels("no_nodes").inc()
+            return json_response(503, {"error": "no_nodes"})
+        if region is None:
+            outcome = "anywhere"
+        else:
+            outcome = "region" if nodes[0].region == region else "fallback"
+        self._m_placements.labels(outcome).inc()
+        return json_response(
+            200,
+            {
+                "node": nodes[0].public(),
+                "nodes": [n.public() for n in nodes[1 : 1 + self._max_fallbacks]],
+            },
+        )
+
+    def _get_nodes(self, _request: HttpRequest) -> Response:
+        now = self._clock()
+        return json_response(
+            200, {"nodes": [node.operator_view(now) for node, _age in self.registry.all(now)]}
+        )
+
+    def _get_healthz(self, _request: HttpRequest) -> Response:
+        nodes = len(self.registry.healthy(self._clock()))
+        if self._state != "running" or any(t.done() for t in self._tasks):
+            return json_response(503, {"status": "unavailable", "nodes": nodes})
+        return json_response(200, {"status": "ok", "nodes": nodes})
+
+
+async def main(config: DiscoveryConfig) -> None:
+    """``xlmate discovery``: run until SIGINT/SIGTERM."""
+    await run_server(DiscoveryServer(config))

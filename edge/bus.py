@@ -1,0 +1,218 @@
+"""The edge's side of the ZeroMQ bus: one PUB, one SUB, one DEALER.
+
+- PUB -> broker XSUB: commands, presence reports, edge beats.
+- SUB <- broker XPUB: ``game:<id>`` (reference-counted by the rooms),
+  ``edge:<our id>`` and ``ctl``.
+- DEALER <-> broker ROUTER: ``open`` / ``fetch`` / ``pgn`` requests, matched
+  to replies by request id; a reply that does not come in time raises
+  ``BrokerUnavailable``.
+
+Everything received is decoded at this boundary (``WireError`` frames are
+dropped and counted) and handed to ``on_message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import zmq
+import zmq.asyncio
+
+from xlmate.config import EdgeConfig, tcp
+from xlmate.errors import WireError, XLMateError
+from xlmate.wire import (
+    CTL_TOPIC,
+    BusMessage,
+    EventsReply,
+    FetchRequest,
+    MissingReply,
+    OpenRequest,
+    PgnReply,
+    PgnRequest,
+    StateReply,
+    decode,
+    edge_topic,
+    encode,
+    game_topic,
+)
+
+log = logging.getLogger("xlmate.edge.bus")
+
+MAX_INBOUND: Final = 8 * 1024 * 1024
+MAX_REQUESTS_IN_FLIGHT: Final = 10_000
+
+
+class BrokerUnavailable(XLMateError):
+    """The broker did not answer a request in time."""
+
+
+Reply = StateReply | EventsReply | MissingReply | PgnReply
+
+
+class BusClient:
+    """The edge's three sockets and the request/reply bookkeeping."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        context: zmq.asyncio.Context,
+        on_message: Callable[[bytes, BusMessage], None],
+        on_bad_frame: Callable[[], None],
+    ) -> None:
+        self.edge_id = config.id
+        self._on_message = on_message
+        self._on_bad_frame = on_bad_frame
+        self._request_timeout = config.command_timeout_ms / 1000
+        self.pub = context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        self.pub.setsockopt(zmq.LINGER, 500)
+        self.pub.connect(tcp(config.broker_host, config.broker_xsub_port))
+        self.sub = context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, 100_000)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.connect(tcp(config.broker_host, config.broker_xpub_port))
+        self.sub.setsockopt(zmq.SUBSCRIBE, CTL_TOPIC)
+        self.sub.setsockopt(zmq.SUBSCRIBE, edge_topic(self.edge_id))
+        self.dealer = context.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.setsockopt(zmq.SNDHWM, MAX_REQUESTS_IN_FLIGHT)
+        self.dealer.connect(tcp(config.broker_host, config.broker_catchup_port))
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
+        self._subscriptions: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start reading the SUB and DEALER sockets."""
+        self._tasks = [
+            asyncio.create_task(self._read_sub()),
+            asyncio.create_task(self._read_dealer()),
+        ]
+
+    def close(self) -> None:
+        """Close the sockets; idempotent."""
+        for task in self._tasks:
+            task.cancel()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(BrokerUnavailable("edge closing"))
+        self._waiting.clear()
+        for sock in (self.pub, self.sub, self.dealer):
+            if not sock.closed:
+                sock.close(linger=500 if sock is self.pub else 0)
+
+    async def wait_closed(self) -> None:
+        """Wait for the reader tasks to end."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- publishing ---------------------------------------------------------
+
+    def publish(self, topic: bytes, body: bytes) -> None:
+        """Send on PUB; never blocks (PUB drops at the high-water mark: callers re-send)."""
+        try:
+            self.pub.send_multipart([topic, body], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("PUB high-water mark reached; a message was dropped")
+
+    # --- subscriptions (reference-counted) -------------------------------------
+
+    def subscribe(self, game_id: str) -> None:
+        """Count one more local interest in a game; subscribe on the first."""
+        count = self._subscriptions.get(game_id, 0)
+        self._subscriptions[game_id] = count + 1
+        if count == 0:
+            self.sub.setsockopt(zmq.SUBSCRIBE, game_topic(game_id))
+
+    def unsubscribe(self, game_id: str) -> None:
+        """Count one less; unsubscribe when the last local interest leaves."""
+        count = self._subscriptions.get(game_id, 0) - 1
+        if count > 0:
+            self._subscriptions[game_id] = count
+            return
+        self._subscriptions.pop(game_id, None)
+        if count == 0 and not self.sub.closed:
+            self.sub.setsockopt(zmq.UNSUBSCRIBE, game_topic(game_id))
+
+    @property
+    def subscriptions(self) -> int:
+        """How many games this edge is subscribed to."""
+        return len(self._subscriptions)
+
+    # --- requests -----------------------------------------------------------------
+
+    async def _request(self, build: Callable[[int], Any]) -> Reply:
+        if len(self._waiting) >= MAX_REQUESTS_IN_FLIGHT:
+            raise BrokerUnavailable("too many requests in flight")
+        request_id = next(self._ids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            try:
+                self.dealer.send(encode(build(request_id)), flags=zmq.NOBLOCK)
+            except zmq.Again as exc:
+                raise BrokerUnavailable("the broker is not connected") from exc
+            return await asyncio.wait_for(future, self._request_timeout)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("the broker did not answer in time") from exc
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def open(
+        self,
+        game_id: str,
+        seat: str,
+        player_id: str | None,
+        clock: list[int] | None,
+        since: int | None,
+    ) -> Reply:
+        """Use a seat: the broker creates the game if needed and answers its state."""
+        return await self._request(
+            lambda q: OpenRequest(q=q, g=game_id, s=seat, p=player_id, tc=clock, since=since)
+        )
+
+    async def fetch(self, game_id: str, since: int | None) -> Reply:
+        """Events after ``since``, or the full state."""
+        return await self._request(lambda q: FetchRequest(q=q, g=game_id, since=since))
+
+    async def pgn(self, game_id: str) -> Reply:
+        """The game's PGN."""
+        return await self._request(lambda q: PgnRequest(q=q, g=game_id))
+
+    # --- reading --------------------------------------------------------------------
+
+    async def _read_sub(self) -> None:
+        sub = self.sub
+        while True:
+            frames = await sub.recv_multipart()
+            if len(frames) != 2:
+                self._on_bad_frame()
+                continue
+            try:
+                message = decode(frames[1])
+            except WireError:
+                self._on_bad_frame()
+                continue
+            try:
+                self._on_message(frames[0], message)
+            except Exception:
+                log.exception("handling a bus message failed")
+
+    async def _read_dealer(self) -> None:
+        dealer = self.dealer
+        while True:
+            body = await dealer.recv()
+            try:
+                reply = decode(body)
+            except WireError:
+                self._on_bad_frame()
+                continue
+            request_id = getattr(reply, "q", None)
+            future = self._waiting.get(request_id) if isinstance(request_id, int) else None
+            if future is not None and not future.done():
+                future.set_result(reply)  # type: ignore[arg-type]

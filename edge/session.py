@@ -1,0 +1,156 @@
+"""One client WebSocket: its seat, its last delivered ``v``, its bounded outbox.
+
+The edge never awaits a client inside the fan-out: ``send`` puts the frame
+(shared ``bytes``, encoded once at the broker) on a bounded queue that a
+writer task drains.  A client that lets its queue fill up is a slow consumer
+and is closed with 4008, so it can neither grow memory nor delay anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from xlmate.constants import CLOSE_POLICY, Color
+
+log = logging.getLogger("xlmate.edge")
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    """Compact JSON bytes for a client frame."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens a second up to ``burst``; time is an input."""
+
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.last = rate, burst, burst, now
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one."""
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class Session:
+    """A connected player or spectator of one game on this edge."""
+
+    __slots__ = (
+        "_writer",
+        "closed",
+        "game_id",
+        "last_v",
+        "on_gone",
+        "queue",
+        "rate",
+        "remote",
+        "seat",
+        "strikes",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        game_id: str,
+        seat: Color | None,
+        *,
+        queue_limit: int,
+        rate: TokenBucket,
+        on_gone: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.game_id = game_id
+        self.seat = seat
+        self.last_v: int | None = None  # None until the first sync/catch-up is sent
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_limit)
+        self.rate = rate
+        self.strikes = 0
+        self.closed = False
+        self.on_gone = on_gone
+        remote = ws.remote_address
+        self.remote = str(remote[0]) if remote else ""
+        self._writer = asyncio.create_task(self._write())
+
+    @property
+    def you(self) -> str:
+        """What ``sync.you`` says for this socket."""
+        return self.seat or "spectator"
+
+    def send(self, data: bytes) -> None:
+        """Queue one text frame; a full queue closes the socket with 4008."""
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            log.info("slow consumer on game %s (%s): closing 4008", self.game_id, self.remote)
+            self.kill(CLOSE_POLICY, "slow consumer")
+
+    def send_json(self, payload: dict[str, Any]) -> None:
+        """Queue one JSON message."""
+        self.send(dumps(payload))
+
+    def deliver(self, v: int, data: bytes) -> bool:
+        """Send event ``v`` if it is the next one; False if this session has a gap."""
+        last = self.last_v
+        if last is None or v <= last:
+            return True
+        if v != last + 1:
+            return False
+        self.last_v = v
+        self.send(data)
+        return True
+
+    def kill(self, code: int, reason: str) -> None:
+        """Close the socket with ``code`` (once), dropping what is queued."""
+        if self.closed:
+            return
+        self.closed = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
+        self._writer.cancel()
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+    async def _write(self) -> None:
+        ws, queue = self.ws, self.queue
+        try:
+            while True:
+                data = await queue.get()
+                try:
+                    await ws.send(data, text=True)
+                finally:
+                    queue.task_done()
+        except ConnectionClosed:
+            self.closed = True
+        except asyncio.CancelledError:
+            pass
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until queued frames are written, before a clean close."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), timeout)
+
+    def stop(self) -> None:
+        """The socket is gone: stop the writer."""
+        self.closed = True
+        self._writer.cancel()

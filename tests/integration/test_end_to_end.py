@@ -1,0 +1,192 @@
+"""The whole cluster, end to end, over real processes and sockets (issue: the cluster)."""
+
+from __future__ import annotations
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.integration.cluster import SECRET, Cluster, eventually, http_get, http_json
+from xlmate.client import CommandFailed, GameClient
+from xlmate.tokens import mint_seat_token
+
+SCHOLARS_MATE = ["e2e4", "e7e5", "f1c4", "b8c6", "d1h5", "g8f6", "h5f7"]
+
+
+def place(cluster: Cluster, region: str, game_id: str | None = None) -> dict[str, object]:
+    query = f"region={region}" + (f"&gameId={game_id}" if game_id else "")
+    status, body = http_json(f"{cluster.discovery_url}/v1/nodes/discovery?{query}")
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def full_cluster(cluster: Cluster) -> Cluster:
+    """discovery, broker and four edges (eu-west x2, us-east, ap-south), all registered."""
+    cluster.start_discovery()
+    cluster.start_broker()
+    for region in ("eu-west", "eu-west", "us-east", "ap-south"):
+        cluster.start_edge(region)
+    cluster.wait_registered(*cluster.edges)
+    return cluster
+
+
+async def test_whole_game_across_three_regions(full_cluster: Cluster) -> None:
+    """White in eu-west, black in us-east, a spectator in ap-south see one identical game to mate."""
+    c = full_cluster
+    game = c.new_game("5+3")
+    gid = game["gameId"]
+    eu = place(c, "eu-west", gid)["node"]
+    us = place(c, "us-east", gid)["node"]
+    ap = place(c, "ap-south", gid)["node"]
+    assert (eu["region"], us["region"], ap["region"]) == ("eu-west", "us-east", "ap-south")
+    assert place(c, "eu-west", gid)["node"]["id"] == eu["id"], "placement is sticky per game"
+
+    white = await GameClient(gid, token=game["white"]["token"], edge_url=eu["url"]).connect()
+    black = await GameClient(gid, token=game["black"]["token"], edge_url=us["url"]).connect()
+    spectator = await GameClient(gid, edge_url=ap["url"]).connect()
+    try:
+        assert white.model.you == "white" and black.model.you == "black"
+        assert spectator.model.you == "spectator" and white.model.status == "waiting"
+        players = [white, black]
+        for ply, uci in enumerate(SCHOLARS_MATE):
+            acked = await players[ply % 2].move(uci)
+            assert acked >= ply + 1
+        final_v = len(SCHOLARS_MATE) + 1  # seven moves and game_over
+        for client in (white, black, spectator):
+            await client.wait_for_v(final_v)
+        assert white.events == black.events == spectator.events
+        assert [e["v"] for e in spectator.events] == list(range(1, final_v + 1))
+        moves = [e for e in spectator.events if e["type"] == "move"]
+        assert [m["uci"] for m in moves] == SCHOLARS_MATE
+        assert moves[-1]["san"] == "Qxf7#"
+        over = spectator.events[-1]
+        assert over["type"] == "game_over"
+        assert (over["result"], over["reason"]) == ("1-0", "checkmate")
+
+        with pytest.raises(CommandFailed) as failure:
+            await black.move("a7a6")
+        assert failure.value.code == "game_over"
+
+        for edge in c.edges:
+            status, sync = http_json(f"{edge.http}/v1/games/{gid}")
+            assert status == 200 and sync["moves"] == SCHOLARS_MATE and sync["status"] == "over"
+            status, pgn = http_get(f"{edge.http}/v1/games/{gid}/pgn")
+            assert status == 200 and b"Qxf7#" in pgn and b'[Result "1-0"]' in pgn
+    finally:
+        for client in (white, black, spectator):
+            await client.close()
+
+
+async def test_wrong_turn_illegal_and_spectator_moves_get_errors_with_their_ids(
+    full_cluster: Cluster,
+) -> None:
+    """Out-of-turn, illegal, malformed and spectator commands get `error` with code and id."""
+    c = full_cluster
+    game = c.new_game()
+    gid = game["gameId"]
+    edge_a, edge_b = c.edges[0], c.edges[2]
+    white = await GameClient(gid, token=game["white"]["token"], edge_url=edge_a.url).connect()
+    black = await GameClient(gid, token=game["black"]["token"], edge_url=edge_b.url).connect()
+    spectator = await GameClient(gid, edge_url=edge_b.url).connect()
+    try:
+        cases = [
+            (black, {"type": "move", "uci": "e7e5"}, "not_your_turn"),
+            (white, {"type": "move", "uci": "e2e5"}, "illegal_move"),
+            (white, {"type": "move", "from": "z9", "to": "e4"}, "bad_message"),
+            (spectator, {"type": "move", "uci": "e2e4"}, "not_a_player"),
+            (white, {"type": "castle"}, "unknown_type"),
+        ]
+        for client, payload, code in cases:
+            with pytest.raises(CommandFailed) as failure:
+                await client.command(payload)
+            assert failure.value.code == code, payload
+        assert await white.move("e2e4") == 1
+        await black.wait_for_v(1)
+        assert [e["uci"] for e in black.events] == ["e2e4"]
+    finally:
+        for client in (white, black, spectator):
+            await client.close()
+
+
+async def test_a_command_id_is_applied_once_and_acked_each_time(full_cluster: Cluster) -> None:
+    """Re-sending a command with the same id, even via another edge, acks the same v once."""
+    c = full_cluster
+    game = c.new_game()
+    gid = game["gameId"]
+    white1 = await GameClient(gid, token=game["white"]["token"], edge_url=c.edges[0].url).connect()
+    white2 = await GameClient(gid, token=game["white"]["token"], edge_url=c.edges[3].url).connect()
+    try:
+        first = await white1.command({"type": "move", "uci": "d2d4"}, command_id="m1")
+        again = await white2.command({"type": "move", "uci": "d2d4"}, command_id="m1")
+        assert first == again == 1
+        await white2.wait_for_v(1)
+        status, sync = http_json(f"{c.edges[1].http}/v1/games/{gid}")
+        assert status == 200 and sync["moves"] == ["d2d4"] and sync["v"] == 1
+    finally:
+        await white1.close()
+        await white2.close()
+
+
+async def test_tokens_and_unknown_games_get_their_close_codes(full_cluster: Cluster) -> None:
+    """Bad token -> 4001, token for another game -> 4003, spectating an unknown game -> 4004."""
+    c = full_cluster
+    url = c.edges[0].url
+    game = c.new_game()
+    other = c.new_game()
+    forged = mint_seat_token("not-the-cluster-secret", game["gameId"], "white")
+    expired = mint_seat_token(SECRET, game["gameId"], "white", expires_at=1)
+    cases = [
+        (f"{url}/v1/games/{game['gameId']}/ws?token=garbage", 4001),
+        (f"{url}/v1/games/{game['gameId']}/ws", 4001),
+        (f"{url}/v1/games/{game['gameId']}/ws?token={forged}", 4001),
+        (f"{url}/v1/games/{game['gameId']}/ws?token={expired}", 4001),
+        (f"{url}/v1/games/{game['gameId']}/ws?token={other['white']['token']}", 4003),
+        (f"{url}/v1/games/nosuchgame/spectate", 4004),
+    ]
+    for target, code in cases:
+        async with connect(target) as ws:
+            await ws.wait_closed()
+            assert ws.close_code == code, target
+    status, body = http_json(f"{c.broker_http}/healthz")
+    assert status == 200 and body["games"] == 0, "spectating must not create games"
+
+
+async def test_every_component_answers_health_and_metrics(full_cluster: Cluster) -> None:
+    """/healthz and /metrics answer on discovery, the broker and every edge."""
+    c = full_cluster
+    bases = [c.discovery_url, c.broker_http, *(e.http for e in c.edges)]
+    for base in bases:
+        status, body = http_json(f"{base}/healthz")
+        assert status == 200 and body["status"] == "ok", base
+        status, text = http_get(f"{base}/metrics")
+        assert status == 200 and b"# TYPE xlmate_" in text, base
+
+
+async def test_discovery_placement_by_region_and_forgets_a_killed_edge(full_cluster: Cluster) -> None:
+    """Region first, unknown regions still placed, and a SIGKILLed edge leaves the answer fast."""
+    c = full_cluster
+    us_edge = next(e for e in c.edges if e.region == "us-east")
+    assert place(c, "us-east")["node"]["id"] == us_edge.edge_id
+    assert place(c, "eu-west")["node"]["region"] == "eu-west"
+    assert place(c, "mars-north")["node"]["id"] in {e.edge_id for e in c.edges}
+    us_edge.proc.kill()
+    # Heartbeats every 200 ms: evicted within 3 intervals (+ scheduling slack).
+
+    def gone() -> bool:
+        body = place(c, "us-east")
+        ids = {body["node"]["id"]} | {n["id"] for n in body["nodes"]}  # type: ignore[union-attr]
+        return us_edge.edge_id not in ids
+
+    await eventually(gone, 3.0, "discovery to forget the killed edge")
+    assert place(c, "us-east")["node"]["region"] != "us-east"
+
+
+async def test_game_new_prints_a_game_and_two_tokens(cluster: Cluster) -> None:
+    """`xlmate game new --clock 5+3` prints JSON with a game id and two seat tokens."""
+    game = cluster.new_game("5+3")
+    assert set(game) == {"gameId", "white", "black"}
+    from xlmate.tokens import verify_seat_token
+
+    claims = verify_seat_token(game["black"]["token"], SECRET, game["gameId"])
+    assert claims.color == "black" and claims.clock is not None
+    assert (claims.clock.initial, claims.clock.increment) == (300, 3)

@@ -1,0 +1,106 @@
+"""Settings of each process, as frozen dataclasses with documented defaults.
+
+The CLI (``xlmate.cli``) only builds one of these from its options (each also
+read from an ``XLMATE_<COMMAND>_<OPTION>`` environment variable) and calls the
+component's ``main(config)``.  Tests build them directly with free ports.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from xlmate.errors import ConfigError
+
+FsyncPolicy = Literal["always", "interval", "never"]
+
+DEV_SECRET = "xlmate-development-secret-do-not-use-in-production"
+
+
+def cluster_secret(explicit: str | None = None) -> tuple[str, bool]:
+    """The HS256 secret for seat tokens and whether it is the development default."""
+    secret = explicit or os.environ.get("XLMATE_SECRET")
+    if secret:
+        return secret, False
+    return DEV_SECRET, True
+
+
+def tcp(host: str, port: int) -> str:
+    """A ZeroMQ TCP endpoint."""
+    return f"tcp://{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class CurveConfig:
+    """ZeroMQ CURVE keys; ``None`` everywhere means plain TCP (development)."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """``xlmate discovery``: HTTP API on ``host:port``, heartbeats on ``rep_port``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8100
+    rep_host: str = "127.0.0.1"
+    rep_port: int = 5570
+    regions_file: Path | None = None  # JSON region distance table; None: the built-in one
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """``xlmate broker``: the sequencer and its three ZeroMQ sockets."""
+
+    host: str = "127.0.0.1"
+    xsub_port: int = 5555  # edges' PUB connect here with commands
+    xpub_port: int = 5556  # edges' SUB connect here for events
+    catchup_port: int = 5557  # ROUTER: open / fetch / pgn requests
+    http_port: int = 8099  # /healthz and /metrics
+    journal_dir: Path = field(default_factory=lambda: Path("var/journal"))
+    fsync: FsyncPolicy = "always"
+    fsync_interval_ms: int = 50
+    heartbeat_ms: int = 500  # control-topic heartbeat carrying the epoch
+    history: int = 256  # recent events kept per game for catch-up
+    abort_after_ms: int = 30_000  # a side that never makes its first move aborts the game
+    max_games: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.fsync not in ("always", "interval", "never"):
+            raise ConfigError(f"fsync must be always, interval or never, not {self.fsync!r}")
+        if self.history < 1:
+            raise ConfigError("history must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """``xlmate edge``: one WebSocket server in one region."""
+
+    region: str = "local"
+    host: str = "127.0.0.1"
+    port: int = 8101
+    public_url: str | None = None  # default ws://host:port
+    edge_id: str | None = None  # default <region>-<port>
+    broker_host: str = "127.0.0.1"
+    broker_xsub_port: int = 5555
+    broker_xpub_port: int = 5556
+    broker_catchup_port: int = 5557
+    discovery: str | None = "tcp://127.0.0.1:5570"  # None: do not register
+    heartbeat_ms: int = 1000
+    capacity: int = 10_000  # connections; more are closed 1013
+    secret: str | None = None  # default XLMATE_SECRET or the development secret
+    command_timeout_ms: int = 5000  # pending commands get `unavailable` after this
+    resend_ms: int = 400  # re-send an unacked command this often
+    drain_timeout_ms: int = 5000
+
+    @property
+    def url(self) -> str:
+        """The WebSocket base URL clients use."""
+        return self.public_url or f"ws://{self.host}:{self.port}"
+
+    @property
+    def id(self) -> str:
+        """This edge's identity on the bus and at discovery."""
+        return self.edge_id or f"{self.region}-{self.port}"
