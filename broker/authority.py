@@ -104,6 +104,7 @@ class Authority:
         self.finished: OrderedDict[str, LiveGame] = OrderedDict()
         self._deadlines: list[tuple[int, str]] = []
         self.edge_seen: dict[str, int] = {}
+        self.touched: set[str] = set()  # games with events since the last trailing heads
         self.events_total = 0
         self.commands_total = 0
         self.rejected_total = 0
@@ -216,6 +217,19 @@ class Authority:
             history.append((v, data))
             batch.publish(topic, encode(EventMsg(g=game_id, v=v, j=data)))
         self.events_total += len(events)
+        self.touched.add(game_id)
+
+    def trailing_heads(self, batch: Batch) -> None:
+        """Publish the head of every game that had events lately.
+
+        PUB/SUB can drop any message, including a game's last event, after
+        which no later event would reveal the gap; the trailing head does.
+        """
+        for game_id in self.touched:
+            live = self.find(game_id)
+            if live is not None:
+                batch.publish(live.topic, encode(HeadMsg(g=game_id, v=live.game.v)))
+        self.touched.clear()
 
     def _after_change(self, live: LiveGame, batch: Batch) -> None:
         if live.game.status == "over":
@@ -311,11 +325,15 @@ class Authority:
         live = self.find(msg.g)
         if live is None:
             return
+        counts = (msg.w, msg.b, msg.x)
+        # An edge's counts changed (a socket came or went): publish even if the total did not,
+        # so a socket that just joined (say a second tab of a seat) learns the presence too.
+        changed = live.presence.get(msg.e, (0, 0, 0)) != counts
         if msg.w or msg.b or msg.x:
-            live.presence[msg.e] = (msg.w, msg.b, msg.x)
+            live.presence[msg.e] = counts
         else:
             live.presence.pop(msg.e, None)
-        self._show_presence(live, batch)
+        self._show_presence(live, batch, force=changed)
 
     def edge_beat(self, edge_id: str, now_ms: int) -> None:
         """An edge is alive."""
@@ -336,12 +354,12 @@ class Authority:
                     live.presence.pop(edge_id, None)
                 self._show_presence(live, batch)
 
-    def _show_presence(self, live: LiveGame, batch: Batch) -> None:
+    def _show_presence(self, live: LiveGame, batch: Batch, *, force: bool = False) -> None:
         white = any(w for w, _, _ in live.presence.values())
         black = any(b for _, b, _ in live.presence.values())
         spectators = sum(x for _, _, x in live.presence.values())
         shown = (white, black, spectators)
-        if shown == live.shown:
+        if shown == live.shown and not force:
             return
         live.shown = shown
         data = event_json(

@@ -23,11 +23,14 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import zmq
 import zmq.asyncio
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from websockets.asyncio.server import Server, serve
 
 from broker.archive import Archive
@@ -56,6 +59,25 @@ log = logging.getLogger("xlmate.broker")
 MAX_BATCH: Final = 512
 MAX_INBOUND: Final = 64 * 1024  # bytes; zmq drops bigger frames (and their peer)
 COMPACT_AFTER: Final = 1000  # finished games between two journal compactions
+
+
+class _AuthorityCounters(Collector):
+    """Exposes the authority's plain integer counters as Prometheus counters."""
+
+    NAMES: Final = {
+        "commands": "player commands received",
+        "events": "game events published",
+        "rejected": "commands refused",
+        "duplicates": "commands seen before (acked again, not applied)",
+    }
+
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, doc in self.NAMES.items():
+            value = getattr(self.authority, f"{name}_total")
+            yield CounterMetricFamily(f"xlmate_broker_{name}", doc, value=value)
 
 
 def wall_ms() -> int:
@@ -90,14 +112,7 @@ class BrokerServer:
         )
         self._m_games = metrics.gauge(self.registry, "broker_live_games", "games in play")
         self._m_games.set_function(lambda: len(self.authority.games))
-        for name, attr in (
-            ("broker_commands_total", "commands_total"),
-            ("broker_events_total", "events_total"),
-            ("broker_rejected_total", "rejected_total"),
-            ("broker_duplicates_total", "duplicates_total"),
-        ):
-            gauge = metrics.gauge(self.registry, name, f"counter of {attr.replace('_', ' ')}")
-            gauge.set_function(lambda attr=attr: float(getattr(self.authority, attr)))
+        self.registry.register(_AuthorityCounters(self.authority))
         self._ctx: zmq.asyncio.Context | None = None
         self._sockets: list[zmq.asyncio.Socket] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -351,6 +366,7 @@ class BrokerServer:
             await self.xpub.send_multipart([CTL_TOPIC, encode(BrokerBeat(ep=self.epoch, t=now))])
             batch = Batch()
             self.authority.expire_edges(now, batch)
+            self.authority.trailing_heads(batch)
             if batch.frames:
                 await self._commit(batch, now)
             await asyncio.sleep(interval)

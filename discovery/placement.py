@@ -22,6 +22,7 @@ Ties are broken by edge id, so the answer is deterministic.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable
 
 from discovery.regions import UNKNOWN, RegionTable
@@ -40,13 +41,27 @@ def _by_load(node: Node) -> tuple[float, str]:
     return (node.load, node.id)
 
 
+def _least_loaded(nodes: list[Node], limit: int | None) -> list[Node]:
+    """``nodes`` least loaded first; only the first ``limit`` when given (a heap, not a sort)."""
+    if limit is not None and limit < len(nodes):
+        return heapq.nsmallest(limit, nodes, key=_by_load)
+    return sorted(nodes, key=_by_load)
+
+
 def place(
     nodes: Iterable[Node],
     region: str | None,
     game_id: str | None,
     distances: RegionTable,
+    *,
+    limit: int | None = None,
 ) -> list[Node]:
-    """The edges to offer for ``region`` and ``game_id``, best first (module docstring)."""
+    """The edges to offer for ``region`` and ``game_id``, best first (module docstring).
+
+    ``limit`` keeps only that many (the answer is then a prefix of the full one).
+    """
+    if limit is not None and limit < 1:
+        return []
     candidates = [node for node in nodes if node.available]
     if not candidates:
         return []
@@ -55,7 +70,7 @@ def place(
         by_region.setdefault(node.region, []).append(node)
 
     if region is None or (region not in by_region and region not in distances):
-        return sorted(candidates, key=_by_load)
+        return _least_loaded(candidates, limit)
 
     order = distances.by_distance(region, by_region)
     if region in by_region:
@@ -63,19 +78,25 @@ def place(
         order.insert(0, region)
     elif distances.distance(region, order[0]) == UNKNOWN:
         # a known region, but the table places none of the regions with edges
-        return sorted(candidates, key=_by_load)
+        return _least_loaded(candidates, limit)
 
-    first = sorted(by_region[order[0]], key=_by_load)
+    first = by_region[order[0]]
+    result: list[Node] = []
     if game_id is not None:
         chosen = max(first, key=lambda n: (rendezvous_score(game_id, n.id), n.id))
-        first.remove(chosen)
-        first.insert(0, chosen)
-    result = first
+        result.append(chosen)
+        first = [n for n in first if n is not chosen]
     unplaced: list[Node] = []
+    groups = [first]
     for name in order[1:]:
         if distances.distance(region, name) == UNKNOWN:
             unplaced.extend(by_region[name])
         else:
-            result.extend(sorted(by_region[name], key=_by_load))
-    result.extend(sorted(unplaced, key=_by_load))
+            groups.append(by_region[name])
+    groups.append(unplaced)
+    for group in groups:
+        room = None if limit is None else limit - len(result)
+        if room is not None and room <= 0:
+            break
+        result.extend(_least_loaded(group, room))
     return result

@@ -197,6 +197,10 @@ class DiscoveryServer:
                     f"cannot listen for HTTP on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
                 ) from exc
             self.http_port = next(iter(self._http.sockets)).getsockname()[1]
+            if self._state != "running":  # close() was called while we were binding
+                self._http.close()
+                await self._http.wait_closed()
+                return
         except BaseException:
             await self._teardown()
             self._state = "closed"
@@ -377,7 +381,13 @@ class DiscoveryServer:
                 {"error": "bad_request", "message": BAD_GAME_ID},
             )
         region = (request.query.get("region") or "").strip().lower() or None
-        nodes = place(self.registry.healthy(self._clock()), region, game_id, self.regions)
+        nodes = place(
+            self.registry.healthy(self._clock()),
+            region,
+            game_id,
+            self.regions,
+            limit=1 + self._max_fallbacks,
+        )
         if not nodes:
             self._m_placements.labels("no_nodes").inc()
             return json_response(503, {"error": "no_nodes"})
@@ -390,7 +400,7 @@ class DiscoveryServer:
             200,
             {
                 "node": nodes[0].public(),
-                "nodes": [n.public() for n in nodes[1 : 1 + self._max_fallbacks]],
+                "nodes": [n.public() for n in nodes[1:]],
             },
         )
 

@@ -27,6 +27,7 @@ from xlmate.errors import WireError, XLMateError
 from xlmate.wire import (
     CTL_TOPIC,
     BusMessage,
+    EventMsg,
     EventsReply,
     FetchRequest,
     MissingReply,
@@ -66,7 +67,7 @@ class BusClient:
         self.edge_id = config.id
         self._on_message = on_message
         self._on_bad_frame = on_bad_frame
-        self._request_timeout = config.command_timeout_ms / 1000
+        self._request_timeout = config.request_timeout_ms / 1000
         self.pub = context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
         self.pub.setsockopt(zmq.LINGER, 500)
@@ -87,6 +88,8 @@ class BusClient:
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._subscriptions: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._drop_every = config.drop_events_every
+        self._events_seen = 0
 
     def start(self) -> None:
         """Start reading the SUB and DEALER sockets."""
@@ -198,6 +201,10 @@ class BusClient:
             except WireError:
                 self._on_bad_frame()
                 continue
+            if self._drop_every and isinstance(message, EventMsg):
+                self._events_seen += 1
+                if self._events_seen % self._drop_every == 0:
+                    continue  # fault injection: PUB/SUB may drop any message
             try:
                 self._on_message(frames[0], message)
             except Exception:

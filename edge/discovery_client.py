@@ -14,8 +14,9 @@ coming back, however long it was away.
 It logs one WARNING when an outage starts and one INFO when it ends, never
 raises out of ``run()`` for network trouble, and never blocks the event loop.
 ``beat_now()`` (e.g. when draining starts) may be called while ``run()`` is
-going: both go through one lock, and ``beat_now()`` cuts a long outage wait
-short so it does not queue behind it.
+going: both go through one lock.  While discovery answers, ``beat_now()``
+waits for the heartbeat in flight (a moment); during an outage it cuts the
+long back-off wait short instead of queueing behind it.
 """
 
 from __future__ import annotations
@@ -142,7 +143,10 @@ class DiscoveryClient:
                     if self._preempt.is_set():
                         outcome = _Outcome.INTERRUPTED  # beat_now() is waiting: let it go first
                     else:
-                        outcome = await self._beat(wait_ms / 1000, interruptible=True)
+                        # Only a wait in an outage may be cut short by beat_now(): a healthy
+                        # discovery answers in a moment, and abandoning a request it is about
+                        # to process could let that older status land after the newer one.
+                        outcome = await self._beat(wait_ms / 1000, interruptible=self._failures > 0)
                 if outcome is _Outcome.INTERRUPTED:
                     async with self._lock:  # queue behind beat_now()
                         pass
@@ -220,7 +224,7 @@ class DiscoveryClient:
 
     async def _beat(self, wait_s: float, *, interruptible: bool) -> _Outcome:
         """Send ``status()`` and record the outcome.  Caller holds the lock."""
-        if self._stop.is_set() or (self._leaving and interruptible):
+        if self._stop.is_set() or self._leaving:
             return _Outcome.INTERRUPTED
         try:
             hb = self._status()
@@ -265,7 +269,8 @@ class DiscoveryClient:
             sock = self._socket()
             await sock.send(data, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            log.debug("heartbeat send failed: %s", exc)
+            if self._failures == 0:
+                log.warning("cannot send a heartbeat to %s: %s", self.endpoint, exc)
             self._reset_socket()
             return _Outcome.TIMEOUT
         recv = asyncio.ensure_future(sock.recv())
@@ -273,7 +278,9 @@ class DiscoveryClient:
         if interruptible:
             interrupts.append(asyncio.ensure_future(self._preempt.wait()))
         try:
-            await asyncio.wait([recv, *interrupts], timeout=wait_s, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                [recv, *interrupts], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for fut in interrupts:
                 fut.cancel()

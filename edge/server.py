@@ -94,10 +94,10 @@ def mono_ms() -> int:
 class EdgeServer:
     """One edge: see the module docstring."""
 
-    def __init__(self, config: EdgeConfig, *, max_per_ip: int = 1000) -> None:
+    def __init__(self, config: EdgeConfig) -> None:
         self.config = config
         self.secret, _ = cluster_secret(config.secret)
-        self.max_per_ip = max_per_ip
+        self.max_per_ip = config.max_per_ip
         self.rooms: dict[str, Room] = {}
         self.sessions: set[Session] = set()
         self.per_ip: dict[str, int] = {}
@@ -289,6 +289,9 @@ class EdgeServer:
             self.bus.publish(CMD_TOPIC, body)
 
     def _on_ack(self, ack: AckMsg) -> None:
+        room = self.rooms.get(ack.g)
+        if room is not None and room.on_head(ack.v):
+            self._want_fetch(room)  # the event itself may have been dropped
         item = self.pending.resolve((ack.g, ack.s, ack.i))
         if item is not None and item.reply_id is not None:
             item.session.send_json({"type": "ack", "id": item.reply_id, "v": ack.v})

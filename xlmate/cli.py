@@ -157,6 +157,13 @@ def broker(
 @click.option("--heartbeat-ms", default=1000, show_default=True)
 @click.option("--capacity", default=10_000, show_default=True, help="max connections (1013 past)")
 @click.option("--command-timeout-ms", default=5000, show_default=True)
+@click.option("--max-per-ip", default=1000, show_default=True, help="sockets per client address")
+@click.option(
+    "--drop-events-every",
+    default=0,
+    hidden=True,
+    help="fault injection for tests: drop every Nth event received from the broker",
+)
 def edge(
     region: str,
     host: str,
@@ -171,6 +178,8 @@ def edge(
     heartbeat_ms: int,
     capacity: int,
     command_timeout_ms: int,
+    max_per_ip: int,
+    drop_events_every: int,
 ) -> None:
     """Run an edge: terminates players' WebSockets in one region."""
     from edge.server import main as edge_main
@@ -190,6 +199,8 @@ def edge(
         heartbeat_ms=heartbeat_ms,
         capacity=capacity,
         command_timeout_ms=command_timeout_ms,
+        max_per_ip=max_per_ip,
+        drop_events_every=drop_events_every,
     )
     _run(edge_main(config))
 
@@ -213,12 +224,119 @@ def game_new(clock: str, white_id: str | None, black_id: str | None, game_id: st
         time_control = Clock.parse(clock)
         gid = game_id or new_game_id()
         seats = {
-            color: {"token": mint_seat_token(secret, gid, color, player_id=pid, clock=time_control)}
-            for color, pid in (("white", white_id), ("black", black_id))
+            "white": {
+                "token": mint_seat_token(
+                    secret, gid, "white", player_id=white_id, clock=time_control
+                )
+            },
+            "black": {
+                "token": mint_seat_token(
+                    secret, gid, "black", player_id=black_id, clock=time_control
+                )
+            },
         }
     except XLMateError as exc:
         raise click.BadParameter(str(exc)) from exc
     click.echo(json.dumps({"gameId": gid, **seats}))
+
+
+@cli.command()
+@click.option("--games", default=100, show_default=True, help="concurrent games driven")
+@click.option("--rate", type=float, help="open loop: moves/s offered across all games")
+@click.option("--duration", default=10.0, show_default=True, help="seconds measured")
+@click.option("--warmup", default=2.0, show_default=True, help="seconds of load before measuring")
+@click.option("--think-ms", default=0.0, show_default=True, help="closed loop: pause per move")
+@click.option("--discovery", "discovery_url", help="drive a running cluster (XLMATE_SECRET)")
+@click.option("--target-url", "target_urls", multiple=True, help="drive a plain relay (repeat)")
+@click.option("--edges", default=2, show_default=True, help="edges of the cluster it starts")
+@click.option(
+    "--fsync",
+    type=click.Choice(["always", "interval", "never"]),
+    default="always",
+    show_default=True,
+    help="journal durability of the broker it starts",
+)
+@click.option(
+    "--client",
+    type=click.Choice(["thin", "gameclient"]),
+    default="thin",
+    show_default=True,
+    help="raw websockets, or xlmate.client.GameClient",
+)
+@click.option(
+    "--compression/--no-compression",
+    default=True,
+    show_default=True,
+    help="offer permessage-deflate, as browsers do",
+)
+@click.option("--idle-connections", default=0, show_default=True, help="extra idle sockets")
+@click.option("--idle-seconds", default=3.0, show_default=True, help="idle-CPU window")
+@click.option("--scaling", help="CPU per move at these live-game levels, e.g. 100,1000,5000")
+@click.option("--seed", default=1, show_default=True, help="seed of the scripted games")
+@click.option("--max-plies", default=160, show_default=True, help="resign after this many")
+@click.option(
+    "--watch",
+    multiple=True,
+    help="also report process NAME=PID[@WS_URL] (the URL ties it to a relay's sockets)",
+)
+@click.option("--workdir", help="keep the started cluster's logs and journal here")
+@click.option("--label", help="name of the target in the report")
+@click.option("--json", "json_output", is_flag=True, help="print JSON instead of the table")
+@click.option("--quiet", is_flag=True, help="no progress line on stderr")
+def bench(
+    games: int,
+    rate: float | None,
+    duration: float,
+    warmup: float,
+    think_ms: float,
+    discovery_url: str | None,
+    target_urls: tuple[str, ...],
+    edges: int,
+    fsync: str,
+    client: str,
+    compression: bool,
+    idle_connections: int,
+    idle_seconds: float,
+    scaling: str | None,
+    seed: int,
+    max_plies: int,
+    watch: tuple[str, ...],
+    workdir: str | None,
+    label: str | None,
+    json_output: bool,
+    quiet: bool,
+) -> None:
+    """Load-test a cluster (started here, or --discovery) or a relay (--target-url)."""
+    try:
+        from xlmate.bench.config import BenchConfig, parse_levels, parse_watch
+        from xlmate.bench.runner import main as bench_main
+
+        config = BenchConfig(
+            games=games,
+            rate=rate,
+            duration=duration,
+            warmup=warmup,
+            think_ms=think_ms,
+            discovery_url=discovery_url,
+            target_urls=target_urls,
+            edges=edges,
+            fsync=fsync,  # type: ignore[arg-type]
+            client=client,  # type: ignore[arg-type]
+            compression=compression,
+            idle_connections=idle_connections,
+            idle_seconds=idle_seconds,
+            scaling=parse_levels(scaling),
+            seed=seed,
+            max_plies=max_plies,
+            watch=parse_watch(watch),
+            workdir=workdir,
+            label=label,
+            json_output=json_output,
+            progress=not quiet,
+        )
+    except XLMateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _run(bench_main(config))
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ log = logging.getLogger("xlmate.client")
 
 FATAL_CLOSES: Final = {CLOSE_BAD_TOKEN, CLOSE_WRONG_GAME, CLOSE_NO_SUCH_GAME}
 VERSIONED: Final = {"move", "game_over", "draw", "takeback"}
+FAILED_FOR: Final = 3.0  # seconds an edge we could not reach is passed over for fallbacks
 
 
 class ClientError(XLMateError):
@@ -160,6 +161,7 @@ class GameClient:
         self._prefix = secrets.token_hex(3)
         self._ids = itertools.count(1)
         self._outgoing: dict[str, _Outgoing] = {}
+        self._failed: dict[str, float] = {}  # edge URL -> when connecting to it last failed
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -268,6 +270,7 @@ class GameClient:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
+            url: str | None = None
             try:
                 url = await self._pick_edge()
                 await self._session(url)
@@ -279,8 +282,17 @@ class GameClient:
             except _Redirect:
                 attempt = 0
                 continue
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed) as exc:
+            except (
+                OSError,
+                InvalidHandshake,
+                InvalidURI,
+                TimeoutError,
+                ConnectionClosed,
+                _Dropped,
+            ) as exc:
                 log.debug("connection to game %s failed: %r", self.game_id, exc)
+                if url is not None and self.connected_to != url:
+                    self._failed[url] = time.monotonic()
             if self._closing:
                 return
             await asyncio.sleep(backoff_delay(attempt, cap=self.max_backoff, rng=self._rng))
@@ -297,7 +309,12 @@ class GameClient:
         answer = await asyncio.to_thread(_get_json, url)
         if answer is None or "node" not in answer:
             raise OSError("discovery has no edge for us right now")
-        return str(answer["node"]["url"])
+        candidates = [answer["node"], *answer.get("nodes", [])]
+        now = time.monotonic()
+        for node in candidates:
+            if now - self._failed.get(node["url"], -FAILED_FOR) >= FAILED_FOR:
+                return str(node["url"])
+        return str(candidates[0]["url"])
 
     def _socket_url(self, base: str) -> str:
         kind = "ws" if self.token else "spectate"
@@ -318,10 +335,12 @@ class GameClient:
             self.connections += 1
             try:
                 await self._resend_all()
-                async for frame in ws:
-                    self._on_frame(json.loads(frame))
+                with contextlib.suppress(ConnectionClosed):
+                    async for frame in ws:
+                        self._on_frame(json.loads(frame))
             finally:
                 self._ws = None
+                self.connected_to = None
                 self._changed.set()
             self._after_close(ws)
 
@@ -332,7 +351,7 @@ class GameClient:
         if code == CLOSE_DRAINING:
             raise _Redirect()
         if not self._closing:
-            raise ConnectionClosed(ws.close_rcvd, ws.close_sent)
+            raise _Dropped(f"closed with {code}")
 
     async def _resend_all(self) -> None:
         for out in list(self._outgoing.values()):
@@ -377,6 +396,10 @@ class GameClient:
 
 class _Redirect(Exception):
     """The edge is draining: ask discovery again at once."""
+
+
+class _Dropped(Exception):
+    """The connection ended for a reason worth a retry with back-off."""
 
 
 def _get_json(url: str) -> dict[str, Any] | None:

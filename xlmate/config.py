@@ -90,8 +90,11 @@ class EdgeConfig:
     discovery: str | None = "tcp://127.0.0.1:5570"  # None: do not register
     heartbeat_ms: int = 1000
     capacity: int = 10_000  # connections; more are closed 1013
+    max_per_ip: int = 1000  # connections per client address; more are closed 4008
     secret: str | None = None  # default XLMATE_SECRET or the development secret
     command_timeout_ms: int = 5000  # pending commands get `unavailable` after this
+    request_timeout_ms: int = 2000  # open/fetch/pgn requests to the broker
+    drop_events_every: int = 0  # fault injection for tests: drop every Nth bus event
     resend_ms: int = 400  # re-send an unacked command this often
     drain_timeout_ms: int = 5000
 

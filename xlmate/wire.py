@@ -351,7 +351,7 @@ def decode(data: bytes) -> BusMessage:
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise WireError(f"unknown bus message kind {str(kind)[:32]!r}")
-    names = _FIELDS[kind]  # type: ignore[index]
+    names = _FIELDS[kind]
     if set(raw) - set(names):
         raise WireError(f"unexpected fields in {kind}")
     try:

@@ -268,7 +268,9 @@ class Cluster:
     def new_game(self, clock: str = "5+3", *extra: str) -> dict[str, Any]:
         """``xlmate game new``: a game id and both seat tokens."""
         out = subprocess.check_output(
-            [XLMATE, "game", "new", "--clock", clock, *extra], env=self.env, stderr=subprocess.DEVNULL
+            [XLMATE, "game", "new", "--clock", clock, *extra],
+            env=self.env,
+            stderr=subprocess.DEVNULL,
         )
         game: dict[str, Any] = json.loads(out)
         return game

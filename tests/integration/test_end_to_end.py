@@ -31,7 +31,7 @@ def full_cluster(cluster: Cluster) -> Cluster:
 
 
 async def test_whole_game_across_three_regions(full_cluster: Cluster) -> None:
-    """White in eu-west, black in us-east, a spectator in ap-south see one identical game to mate."""
+    """White (eu-west), black (us-east), a spectator (ap-south) see one identical game to mate."""
     c = full_cluster
     game = c.new_game("5+3")
     gid = game["gameId"]
@@ -162,7 +162,9 @@ async def test_every_component_answers_health_and_metrics(full_cluster: Cluster)
         assert status == 200 and b"# TYPE xlmate_" in text, base
 
 
-async def test_discovery_placement_by_region_and_forgets_a_killed_edge(full_cluster: Cluster) -> None:
+async def test_discovery_placement_by_region_and_forgets_a_killed_edge(
+    full_cluster: Cluster,
+) -> None:
     """Region first, unknown regions still placed, and a SIGKILLed edge leaves the answer fast."""
     c = full_cluster
     us_edge = next(e for e in c.edges if e.region == "us-east")

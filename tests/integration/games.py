@@ -1,0 +1,58 @@
+"""Helpers that play real games through the client library."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import chess
+
+from xlmate.client import GameClient
+
+
+def random_game(seed: int, plies: int) -> list[str]:
+    """A seeded sequence of legal UCI moves that does not end the game early."""
+    rng = random.Random(seed)
+    board = chess.Board()
+    moves: list[str] = []
+    while len(moves) < plies:
+        candidates = list(board.legal_moves)
+        rng.shuffle(candidates)
+        for move in candidates:
+            board.push(move)
+            ends = (
+                board.is_game_over()
+                or board.is_repetition(3)
+                or board.is_fifty_moves()
+                or board.is_insufficient_material()
+            )
+            if not ends:
+                moves.append(move.uci())
+                break
+            board.pop()
+        else:
+            break
+    return moves
+
+
+@dataclass
+class Played:
+    """What a background game achieved: moves acked so far (in order)."""
+
+    acked: list[str] = field(default_factory=list)
+
+
+async def play(white: GameClient, black: GameClient, moves: list[str], played: Played) -> None:
+    """Play ``moves`` alternately; every move must be acked (the client retries through faults)."""
+    for ply, uci in enumerate(moves):
+        player = white if ply % 2 == 0 else black
+        await player.move(uci)
+        played.acked.append(uci)
+
+
+def assert_clean_history(client: GameClient, expected_moves: list[str]) -> None:
+    """The client saw v = 1..N once each, in order, and exactly the expected moves."""
+    versions = [e["v"] for e in client.events]
+    assert versions == list(range(1, len(versions) + 1)), f"gap or duplicate: {versions}"
+    seen = [e["uci"] for e in client.events if e["type"] == "move"]
+    assert seen == expected_moves

@@ -1,0 +1,307 @@
+"""Nothing acked is ever lost: real processes killed with real signals (issue: reliability)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.integration.cluster import Cluster, eventually, http_json
+from tests.integration.games import Played, assert_clean_history, play, random_game
+from xlmate.client import GameClient
+
+
+@pytest.fixture
+def eu_cluster(cluster: Cluster) -> Cluster:
+    """discovery, broker, two eu-west edges and one us-east edge, registered."""
+    cluster.start_discovery()
+    cluster.start_broker()
+    for region in ("eu-west", "eu-west", "us-east"):
+        cluster.start_edge(region)
+    cluster.wait_registered(*cluster.edges)
+    return cluster
+
+
+async def seat_pair(
+    c: Cluster, white_region: str = "eu-west", black_region: str = "us-east"
+) -> AsyncIterator[tuple[str, GameClient, GameClient]]:
+    """A new game with both players connected through discovery."""
+    game = c.new_game("10+0")
+    gid = game["gameId"]
+    white = GameClient(
+        gid, token=game["white"]["token"], discovery_url=c.discovery_url, region=white_region
+    )
+    black = GameClient(
+        gid, token=game["black"]["token"], discovery_url=c.discovery_url, region=black_region
+    )
+    await white.connect()
+    await black.connect()
+    try:
+        yield gid, white, black
+    finally:
+        await white.close()
+        await black.close()
+
+
+def server_moves(c: Cluster, gid: str) -> list[str]:
+    """The authoritative move list, read over HTTP from any live edge."""
+    for edge in c.edges:
+        if edge.proc.alive():
+            status, sync = http_json(f"{edge.http}/v1/games/{gid}")
+            if status == 200:
+                return list(sync["moves"])
+    raise AssertionError("no edge answered")
+
+
+async def test_edge_sigkill_mid_game_players_reconnect_and_lose_nothing(
+    eu_cluster: Cluster,
+) -> None:
+    """SIGKILL of the players' edge: they re-ask discovery, resume with v, finish the game."""
+    c = eu_cluster
+    moves = random_game(seed=1, plies=30)
+    async for gid, white, black in seat_pair(c, "eu-west", "eu-west"):
+        assert white.connected_to == black.connected_to
+        victim = next(e for e in c.edges if e.url == white.connected_to)
+        await play(white, black, moves[:10], Played())
+        victim.proc.kill()
+        played = Played()
+        await asyncio.wait_for(play(white, black, moves[10:], played), 30)
+        for client in (white, black):
+            await client.wait_for_v(len(moves))
+            assert client.connected_to != victim.url
+            assert_clean_history(client, moves)
+        assert server_moves(c, gid) == moves
+
+
+async def test_broker_sigkill_and_restart_with_moves_in_flight(eu_cluster: Cluster) -> None:
+    """SIGKILL the broker while three games play; after restart every acked move is there once."""
+    c = eu_cluster
+    assert c.broker is not None
+    scripts = [random_game(seed=10 + i, plies=24) for i in range(3)]
+    pairs = [seat_pair(c) for _ in scripts]
+    seats = [await anext(p) for p in pairs]
+    progress = [Played() for _ in scripts]
+    tasks = [
+        asyncio.create_task(play(white, black, moves, done))
+        for (_, white, black), moves, done in zip(seats, scripts, progress, strict=True)
+    ]
+    try:
+        await eventually(lambda: all(len(p.acked) >= 4 for p in progress), 20, "games to start")
+        c.broker.kill()
+        acked_before = [list(p.acked) for p in progress]
+        c.restart(c.broker)
+        restarted = time.monotonic()
+        # Games resume: each one gets a new move acked soon after the broker is back.
+        await eventually(
+            lambda: all(
+                len(p.acked) > len(before) for p, before in zip(progress, acked_before, strict=True)
+            ),
+            3.0 + 2.0,
+            "games to resume after the broker restart",
+        )
+        resumed_after = time.monotonic() - restarted
+        print(f"games resumed {resumed_after:.2f}s after the broker was healthy again")
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        for (gid, white, black), moves in zip(seats, scripts, strict=True):
+            assert server_moves(c, gid) == moves
+            for client in (white, black):
+                await client.wait_for_v(len(moves))
+                assert_clean_history(client, moves)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for pair in pairs:
+            await pair.aclose()
+
+
+async def test_sigterm_drains_and_a_rolling_restart_loses_nothing(eu_cluster: Cluster) -> None:
+    """SIGTERM every edge in turn (replacing it) while games play: all moves land, edges exit 0."""
+    c = eu_cluster
+    scripts = [random_game(seed=20 + i, plies=60) for i in range(3)]
+    pairs = [seat_pair(c) for _ in scripts]
+    seats = [await anext(p) for p in pairs]
+    progress = [Played() for _ in scripts]
+    tasks = [
+        asyncio.create_task(play(white, black, moves, done))
+        for (_, white, black), moves, done in zip(seats, scripts, progress, strict=True)
+    ]
+    try:
+        for old in list(c.edges):
+            replacement = c.start_edge(old.region)
+            c.wait_registered(replacement)
+            before = sum(len(p.acked) for p in progress)
+            started = time.monotonic()
+            old.proc.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(old.proc.wait_exit, 15) == 0
+            print(f"edge {old.edge_id} drained in {time.monotonic() - started:.2f}s")
+            c.edges.remove(old)
+            await eventually(
+                lambda before=before: (
+                    sum(len(p.acked) for p in progress) > before + 2 or all(t.done() for t in tasks)
+                ),
+                20,
+                "games to go on after the drain",
+            )
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        for (gid, white, black), moves in zip(seats, scripts, strict=True):
+            assert server_moves(c, gid) == moves
+            for client in (white, black):
+                await client.wait_for_v(len(moves))
+                assert_clean_history(client, moves)
+                assert client.connections >= 2, "the drain moved every client"
+    finally:
+        for task in tasks:
+            task.cancel()
+        for pair in pairs:
+            await pair.aclose()
+
+
+async def test_draining_edge_leaves_discovery_at_once(eu_cluster: Cluster) -> None:
+    """An edge that got SIGTERM is no longer offered by discovery, before it is even gone."""
+    c = eu_cluster
+    us = next(e for e in c.edges if e.region == "us-east")
+    game = c.new_game()
+    # a connected spectator keeps the edge busy for a moment while it drains
+    async with connect(
+        f"{us.url}/v1/games/{game['gameId']}/ws?token={game['white']['token']}"
+    ) as ws:
+        await ws.recv()
+        us.proc.signal(signal.SIGTERM)
+        await ws.wait_closed()
+        assert ws.close_code == 1012
+
+    def not_offered() -> bool:
+        status, body = http_json(f"{c.discovery_url}/v1/nodes/discovery?region=us-east")
+        ids = [body["node"]["id"], *(n["id"] for n in body["nodes"])] if status == 200 else []
+        return us.edge_id not in ids
+
+    await eventually(not_offered, 2.0, "discovery to stop offering the draining edge")
+    assert await asyncio.to_thread(us.proc.wait_exit, 15) == 0
+
+
+async def test_forced_pubsub_gaps_are_filled_before_anything_newer(cluster: Cluster) -> None:
+    """An edge that drops every 3rd bus event still delivers every event, in order, to everyone."""
+    cluster.start_broker()
+    clean = cluster.start_edge("eu-west")
+    lossy = cluster.start_edge("us-east", "--drop-events-every", "3")
+    game = cluster.new_game()
+    gid = game["gameId"]
+    white = await GameClient(gid, token=game["white"]["token"], edge_url=clean.url).connect()
+    black = await GameClient(gid, token=game["black"]["token"], edge_url=lossy.url).connect()
+    watcher = await GameClient(gid, edge_url=lossy.url).connect()
+    moves = random_game(seed=3, plies=24)
+    try:
+        await asyncio.wait_for(play(white, black, moves, Played()), 30)
+        for client in (white, black, watcher):
+            await client.wait_for_v(len(moves))
+            assert_clean_history(client, moves)
+        assert white.events == black.events == watcher.events
+        status, health = await asyncio.to_thread(http_json, f"{lossy.http}/healthz")
+        assert status == 200 and health["status"] == "ok"
+    finally:
+        for client in (white, black, watcher):
+            await client.close()
+
+
+async def recv_json(ws: object, timeout: float = 5.0) -> dict[str, object]:
+    import json
+
+    raw = await asyncio.wait_for(ws.recv(), timeout)  # type: ignore[attr-defined]
+    message: dict[str, object] = json.loads(raw)
+    return message
+
+
+async def test_resume_with_v_gets_exactly_the_missed_events(cluster: Cluster) -> None:
+    """Reconnecting with ?v=N (to another edge) gives the events after N, in order, no sync."""
+    cluster.start_broker()
+    a = cluster.start_edge("eu-west")
+    b = cluster.start_edge("us-east")
+    game = cluster.new_game()
+    gid = game["gameId"]
+    white = await GameClient(gid, token=game["white"]["token"], edge_url=a.url).connect()
+    black = await GameClient(gid, token=game["black"]["token"], edge_url=a.url).connect()
+    moves = random_game(seed=4, plies=7)
+    moves, next_move = moves[:6], moves[6]
+    try:
+        await play(white, black, moves, Played())
+        url = f"{b.url}/v1/games/{gid}/ws?token={game['black']['token']}&v=2"
+        async with connect(url) as ws:
+            got = [await recv_json(ws) for _ in range(4)]
+        assert [m["type"] for m in got] == ["move"] * 4
+        assert [m["v"] for m in got] == [3, 4, 5, 6]
+        assert [m["uci"] for m in got] == moves[2:]
+        async with connect(f"{b.url}/v1/games/{gid}/spectate?v=6") as ws:
+            # nothing missed: the first message is not a sync but the next live event
+            await white.move(next_move)
+            first = await recv_json(ws)
+            while first["type"] == "presence":
+                first = await recv_json(ws)
+            assert first["type"] == "move" and first["v"] == 7
+    finally:
+        await white.close()
+        await black.close()
+
+
+async def test_resume_older_than_history_gets_a_sync(cluster: Cluster) -> None:
+    """When the broker's history no longer holds v, a resuming client gets a full sync."""
+    cluster.start_broker("--history", "3")
+    a = cluster.start_edge("eu-west")
+    game = cluster.new_game()
+    gid = game["gameId"]
+    white = await GameClient(gid, token=game["white"]["token"], edge_url=a.url).connect()
+    black = await GameClient(gid, token=game["black"]["token"], edge_url=a.url).connect()
+    moves = random_game(seed=5, plies=8)
+    try:
+        await play(white, black, moves, Played())
+        async with connect(f"{a.url}/v1/games/{gid}/spectate?v=1") as ws:
+            first = await recv_json(ws)
+        assert first["type"] == "sync" and first["v"] == 8 and first["moves"] == moves
+    finally:
+        await white.close()
+        await black.close()
+
+
+async def test_corrupt_journal_tail_is_dropped_and_the_game_goes_on(cluster: Cluster) -> None:
+    """A torn record at the journal's end (power loss) is cut with a log line, never a crash."""
+    broker = cluster.start_broker()
+    edge = cluster.start_edge("eu-west")
+    game = cluster.new_game()
+    gid = game["gameId"]
+    white = await GameClient(gid, token=game["white"]["token"], edge_url=edge.url).connect()
+    black = await GameClient(gid, token=game["black"]["token"], edge_url=edge.url).connect()
+    moves = random_game(seed=6, plies=10)
+    try:
+        await play(white, black, moves[:6], Played())
+        broker.kill()
+        journal = cluster.root / "journal" / "journal.log"
+        with open(journal, "ab") as f:
+            f.write(b"\x00\x00\x01\x00\xde\xad\xbe\xefhalf a record")
+        cluster.restart(broker)
+        assert "dropping the" in broker.log()
+        await asyncio.wait_for(play(white, black, moves[6:], Played()), 20)
+        for client in (white, black):
+            await client.wait_for_v(len(moves))
+            assert_clean_history(client, moves)
+    finally:
+        await white.close()
+        await black.close()
+
+
+async def test_discovery_restart_loses_nothing(eu_cluster: Cluster) -> None:
+    """Discovery killed and restarted: every edge is registered again within a few intervals."""
+    c = eu_cluster
+    assert c.discovery is not None
+    c.discovery.kill()
+    c.restart(c.discovery)
+    restarted = time.monotonic()
+
+    def all_back() -> bool:
+        status, body = http_json(f"{c.discovery_url}/v1/nodes")
+        return status == 200 and len(body["nodes"]) == len(c.edges)
+
+    await eventually(all_back, 5.0, "edges to re-register")
+    print(f"edges re-registered {time.monotonic() - restarted:.2f}s after discovery restarted")

@@ -1,0 +1,196 @@
+"""The client side of one player's socket, as the load generator sees it.
+
+A link connects, waits for its first state frame (the cluster's ``sync``, a
+relay's ``hello``), then hands every later message, decoded, to an async
+``handler(link, message)``.  Two kinds:
+
+- ``ThinLink``: raw ``websockets`` + ``json``.  It speaks just enough of
+  PROTOCOL.md (``move`` / ``resign`` with an ``id``) to drive the cluster, and
+  works unchanged against the relays (which forward frames as they are).  It
+  can pick its source address (``local_addr``), which the edges' per-IP limit
+  needs for thousands of sockets.
+- ``GameClientLink``: ``xlmate.client.GameClient`` (discovery-free: it is
+  given the edge URL), to measure what the real client library costs.
+
+The end of a socket that the load generator did not ask for is reported to
+the handler as ``{"type": "_closed", "code": <close code>}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from xlmate.client import CommandFailed, GameClient
+
+CLOSED: Final = "_closed"
+READY_TYPES: Final = frozenset({"sync", "hello"})
+
+Message = dict[str, Any]
+Handler = Callable[["Link", Message], Awaitable[None]]
+
+_link_ids = itertools.count(1)
+
+
+class Link(Protocol):
+    """What the drivers need of a player's socket."""
+
+    color: str  # "white" or "black"
+
+    async def open(self, timeout: float) -> None:
+        """Connect and wait for the first state frame."""
+
+    async def send_move(self, uci: str, command_id: str) -> None:
+        """Send a move with a command id; the answer comes through the handler."""
+
+    async def send_resign(self, command_id: str) -> None:
+        """Resign, with a command id."""
+
+    async def close(self) -> None:
+        """Close the socket; no ``_closed`` message follows; idempotent."""
+
+
+def player_url(base: str, game_id: str, token: str | None) -> str:
+    """``{base}/v1/games/{id}/ws?token=...`` (a relay takes any token)."""
+    query = urllib.parse.urlencode({"token": token or "x"})
+    return f"{base}/v1/games/{game_id}/ws?{query}"
+
+
+async def ignore(_link: Link, _message: Message) -> None:
+    """The handler of idle sockets: read everything (so pings get answered), do nothing."""
+
+
+class ThinLink:
+    """One player over raw ``websockets`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        color: str,
+        handler: Handler,
+        *,
+        local_addr: tuple[str, int] | None = None,
+        compression: bool = True,
+    ) -> None:
+        self.url = url
+        self.color = color
+        self.handler = handler
+        self.local_addr = local_addr
+        self.compression = compression
+        self.id = next(_link_ids)
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._closing = False
+
+    async def open(self, timeout: float) -> None:
+        """Connect, start reading, wait for ``sync``/``hello``."""
+        kwargs: dict[str, Any] = {}
+        if self.local_addr is not None:
+            kwargs["local_addr"] = self.local_addr  # goes to loop.create_connection
+        self._ws = await connect(
+            self.url,
+            open_timeout=timeout,
+            close_timeout=1,
+            compression="deflate" if self.compression else None,
+            proxy=None,
+            **kwargs,
+        )
+        self._reader = asyncio.create_task(self._read(self._ws))
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        ready, handler, loads = self._ready, self.handler, json.loads
+        try:
+            async for frame in ws:
+                message = loads(frame)
+                if not ready.is_set():
+                    if message.get("type") in READY_TYPES:
+                        ready.set()
+                    continue
+                await handler(self, message)
+        except ConnectionClosed:
+            pass
+        if not self._closing:
+            await handler(self, {"type": CLOSED, "code": ws.close_code})
+
+    async def send_move(self, uci: str, command_id: str) -> None:
+        """Send ``{"type":"move","uci":...,"id":...}``."""
+        await self._send(f'{{"type":"move","uci":"{uci}","id":"{command_id}"}}')
+
+    async def send_resign(self, command_id: str) -> None:
+        """Send ``{"type":"resign","id":...}``."""
+        await self._send(f'{{"type":"resign","id":"{command_id}"}}')
+
+    async def _send(self, text: str) -> None:
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(text)
+
+    async def close(self) -> None:
+        """Close the socket and stop the reader."""
+        self._closing = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+
+
+class GameClientLink:
+    """One player through ``xlmate.client.GameClient`` (see the module docstring)."""
+
+    def __init__(
+        self, edge_url: str, game_id: str, token: str, color: str, handler: Handler
+    ) -> None:
+        self.color = color
+        self.handler = handler
+        self.client = GameClient(
+            game_id, token=token, edge_url=edge_url, on_event=self._on_event, command_timeout=10
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self, timeout: float) -> None:
+        """Connect and wait for the ``sync`` (GameClient reconnects by itself after that)."""
+        await self.client.connect(timeout)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, event: Message) -> None:
+        self._spawn(self.handler(self, event))
+
+    async def _command(self, payload: Message, command_id: str) -> None:
+        try:
+            v = await self.client.command(payload, command_id=command_id)
+        except CommandFailed as exc:
+            await self.handler(self, {"type": "error", "id": command_id, "code": exc.code})
+            return
+        await self.handler(self, {"type": "ack", "id": command_id, "v": v})
+
+    async def send_move(self, uci: str, command_id: str) -> None:
+        """``GameClient.command`` in a task: it waits for the ack, which we report."""
+        self._spawn(self._command({"type": "move", "uci": uci}, command_id))
+
+    async def send_resign(self, command_id: str) -> None:
+        """Resign in a task, like ``send_move``."""
+        self._spawn(self._command({"type": "resign"}, command_id))
+
+    async def close(self) -> None:
+        """Close the client and drop its pending tasks."""
+        await self.client.close()
+        for task in list(self._tasks):
+            task.cancel()
