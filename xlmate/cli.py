@@ -68,7 +68,7 @@ def cli(log_level: str) -> None:
     "--regions",
     "regions_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON region distance table (default: built in, see docs/operations.md)",
+    help="JSON region distance table (default: built in, see docs/discovery.md)",
 )
 def discovery(
     host: str, port: int, rep_host: str, rep_port: int, regions_file: Path | None

@@ -8,7 +8,7 @@ from typing import Final, Literal
 Color = Literal["white", "black"]
 COLORS: Final = ("white", "black")
 
-GAME_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+GAME_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 # Close codes (PROTOCOL.md section 3).
 CLOSE_BAD_TOKEN: Final = 4001

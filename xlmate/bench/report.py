@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from xlmate.bench import BenchError
 
@@ -139,9 +139,45 @@ def window_stats(
     return out
 
 
+HOST: Final = -1  # snapshot key of the whole machine's busy CPU seconds
+
+
+def host_busy_s() -> float:
+    """CPU seconds the whole machine (all cores, every process) has been busy."""
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    busy: float = sum(times) - idle
+    return busy
+
+
 def snapshot(watched: Sequence[Watched]) -> dict[int, Sample | None]:
-    """Sample every watched process now."""
-    return {proc.pid: proc.sample() for proc in watched}
+    """Sample every watched process now, and the machine (key ``HOST``)."""
+    out: dict[int, Sample | None] = {proc.pid: proc.sample() for proc in watched}
+    out[HOST] = Sample(host_busy_s(), 0)
+    return out
+
+
+def host_stats(
+    before: dict[int, Sample | None],
+    after: dict[int, Sample | None],
+    stats: Sequence[ProcessStats],
+    wall_s: float,
+) -> dict[str, float]:
+    """The machine over a window: cores busy, and how much of that was not ours.
+
+    Other work on the machine (other users' tests, say) competes for the same
+    cores; ``others_percent`` (in % of one core) shows how much there was.
+    """
+    start, end = before.get(HOST), after.get(HOST)
+    if start is None or end is None or wall_s <= 0:
+        return {}
+    busy = max(0.0, end.cpu_s - start.cpu_s)
+    ours = sum(p.cpu_s for p in stats)
+    return {
+        "cores": float(psutil.cpu_count() or 0),
+        "busy_percent": round(100 * busy / wall_s, 1),
+        "others_percent": round(max(0.0, 100 * (busy - ours) / wall_s), 1),
+    }
 
 
 def system_cpu_s(stats: Sequence[ProcessStats]) -> float:
@@ -184,6 +220,7 @@ class LevelReport:
     cpu_ms_per_move: float
     errors: int
     processes: list[ProcessStats] = field(default_factory=list)
+    host: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -203,6 +240,7 @@ class RunReport:
     games_finished: int = 0
     open_loop: dict[str, Any] | None = None
     processes: list[ProcessStats] = field(default_factory=list)
+    host: dict[str, float] = field(default_factory=dict)
     system_cpu_s: float = 0.0
     cpu_ms_per_move: float = 0.0
     idle: IdleReport | None = None
@@ -238,6 +276,15 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _process_table(stats: Sequence[ProcessStats]) -> str:
     rows = [[p.name, str(p.pid), f"{p.cpu_percent:.1f}", f"{p.rss_mib:.1f}"] for p in stats]
     return table(["process", "pid", "cpu %", "rss MiB"], rows)
+
+
+def _host_line(host: dict[str, float]) -> str:
+    if not host:
+        return ""
+    return (
+        f"machine: {host['busy_percent']:.0f}% busy of {host['cores'] * 100:.0f}%, "
+        f"{host['others_percent']:.0f}% of it not by the processes above"
+    )
 
 
 def format_report(report: RunReport) -> str:
@@ -292,7 +339,7 @@ def format_report(report: RunReport) -> str:
             f"games started {report.games_started}, finished {report.games_finished}; "
             f"system CPU {report.cpu_ms_per_move:.3f} ms per move"
         )
-        lines += ["", _process_table(report.processes)]
+        lines += ["", _process_table(report.processes), _host_line(report.host)]
     if report.idle is not None:
         idle = report.idle
         lines += [
@@ -351,5 +398,10 @@ def format_report(report: RunReport) -> str:
                 + ", ".join(f"{k} {v:.2f}x" for k, v in report.scaling_ratios.items())
             )
         for level in report.scaling:
-            lines += ["", f"{level.games} live games:", _process_table(level.processes)]
+            lines += [
+                "",
+                f"{level.games} live games:",
+                _process_table(level.processes),
+                _host_line(level.host),
+            ]
     return "\n".join(lines)

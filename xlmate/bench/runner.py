@@ -56,9 +56,11 @@ from xlmate.bench.report import (
     IdleReport,
     Latency,
     LevelReport,
+    ProcessStats,
     RunReport,
     Watched,
     format_report,
+    host_stats,
     myself,
     snapshot,
     system_cpu_s,
@@ -761,8 +763,8 @@ async def _measure_idle(
 
 async def _window(
     config: BenchConfig, target: _Target, stats: Stats
-) -> tuple[float, list[Any], float]:
-    """Warm up, then measure one window: (wall seconds, process stats, system CPU s)."""
+) -> tuple[float, list[ProcessStats], float, dict[str, float]]:
+    """Warm up, then measure one window: (wall s, process stats, system CPU s, machine)."""
     stats.phase = "warmup"
     await asyncio.sleep(config.warmup)
     stats.phase = "measure"
@@ -773,7 +775,7 @@ async def _window(
     after = snapshot(target.watched)
     wall = t1 - t0
     procs = window_stats(target.watched, before, after, wall)
-    return wall, procs, system_cpu_s(procs)
+    return wall, procs, system_cpu_s(procs), host_stats(before, after, procs, wall)
 
 
 async def run(config: BenchConfig) -> RunReport:
@@ -801,7 +803,8 @@ async def run(config: BenchConfig) -> RunReport:
             stats.phase = "connect"
             await driver.add_games(config.games)
             driver.start_pacer()
-            wall, procs, cpu = await _window(config, target, stats)
+            wall, procs, cpu, host = await _window(config, target, stats)
+            report.host = host
             report.window_s = round(wall, 3)
             report.moves = len(stats.latencies)
             report.moves_per_s = round(report.moves / wall, 1)
@@ -842,7 +845,7 @@ async def _run_scaling(
         await driver.add_games(level - driver.slots)
         driver.start_pacer()
         errors_before = sum(stats.errors.values())
-        wall, procs, cpu = await _window(config, target, stats)
+        wall, procs, cpu, host = await _window(config, target, stats)
         moves = len(stats.latencies)
         report.scaling.append(
             LevelReport(
@@ -855,6 +858,7 @@ async def _run_scaling(
                 cpu_ms_per_move=round(1000 * cpu / moves, 4) if moves else 0.0,
                 errors=sum(stats.errors.values()) - errors_before,
                 processes=procs,
+                host=host,
             )
         )
     base = report.scaling[0].cpu_ms_per_move if report.scaling else 0.0
