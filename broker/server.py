@@ -32,11 +32,12 @@ import zmq.asyncio
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from websockets.asyncio.server import Server, serve
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from broker.archive import Archive
 from broker.authority import Authority, Batch
 from broker.journal import Journal, read_records
-from xlmate import metrics
+from xlmate import curve, metrics
 from xlmate.config import BrokerConfig, tcp
 from xlmate.errors import WireError
 from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, refuse_websocket
@@ -114,6 +115,8 @@ class BrokerServer:
         self._m_games.set_function(lambda: len(self.authority.games))
         self.registry.register(_AuthorityCounters(self.authority))
         self._ctx: zmq.asyncio.Context | None = None
+        self._curve_pair: curve.KeyPair | None = None
+        self._auth: AsyncioAuthenticator | None = None
         self._sockets: list[zmq.asyncio.Socket] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._http: Server | None = None
@@ -130,6 +133,9 @@ class BrokerServer:
         self._recover()
         ctx = self._ctx = zmq.asyncio.Context()
         cfg = self.config
+        if cfg.curve_dir is not None:
+            self._curve_pair = curve.load_pair(cfg.curve_dir, "broker")
+            self._auth = curve.start_authenticator(ctx, cfg.curve_dir)
         self.xsub = self._bind(ctx, zmq.XSUB, cfg.xsub_port)
         self.xsub.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
         self.xsub.setsockopt(zmq.RCVHWM, 100_000)
@@ -170,6 +176,8 @@ class BrokerServer:
     def _bind(self, ctx: zmq.asyncio.Context, kind: int, port: int) -> zmq.asyncio.Socket:
         sock = ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 200)
+        if self._curve_pair is not None:
+            curve.make_server(sock, self._curve_pair)
         sock.bind(tcp(self.config.host, port))
         self._sockets.append(sock)
         return sock
@@ -202,6 +210,8 @@ class BrokerServer:
         self.journal.close()
         for sock in self._sockets:
             sock.close(linger=200)
+        if self._auth is not None:
+            self._auth.stop()
         if self._ctx is not None:
             self._ctx.term()
         log.info("broker stopped")

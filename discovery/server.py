@@ -26,6 +26,7 @@ import zmq
 import zmq.asyncio
 from websockets.asyncio.server import Server, serve
 from websockets.http11 import Response
+from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
 from discovery.heartbeat import (
@@ -41,7 +42,7 @@ from discovery.heartbeat import (
 from discovery.placement import place
 from discovery.regions import RegionTable, default_table, load_table
 from discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
-from xlmate import metrics
+from xlmate import curve, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
 from xlmate.errors import ConfigError, WireError
@@ -109,6 +110,7 @@ class DiscoveryServer:
         self._ctx: zmq.asyncio.Context | None = None
         self._rep: zmq.asyncio.Socket | None = None
         self._monitor: zmq.asyncio.Socket | None = None
+        self._auth: AsyncioAuthenticator | None = None
         self._http: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._state = "new"  # new -> running -> closing -> closed
@@ -176,6 +178,9 @@ class DiscoveryServer:
             self._rep = rep
             rep.setsockopt(zmq.LINGER, 0)
             rep.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_SIZE)
+            if cfg.curve_dir is not None:
+                self._auth = curve.start_authenticator(self._ctx, cfg.curve_dir)
+                curve.make_server(rep, curve.load_pair(cfg.curve_dir, "discovery"))
             self._monitor = rep.get_monitor_socket(_HANDSHAKE_FAILURES)
             endpoint = tcp(cfg.rep_host, cfg.rep_port)  # port 0: libzmq picks a free one
             try:
@@ -258,6 +263,8 @@ class DiscoveryServer:
         for sock in (self._monitor, self._rep):
             if sock is not None:
                 sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
         if self._ctx is not None:
             self._ctx.term()
 

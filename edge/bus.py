@@ -22,6 +22,7 @@ from typing import Any, Final
 import zmq
 import zmq.asyncio
 
+from xlmate import curve
 from xlmate.config import EdgeConfig, tcp
 from xlmate.errors import WireError, XLMateError
 from xlmate.wire import (
@@ -68,18 +69,30 @@ class BusClient:
         self._on_message = on_message
         self._on_bad_frame = on_bad_frame
         self._request_timeout = config.request_timeout_ms / 1000
-        self.pub = context.socket(zmq.PUB)
+        keys: tuple[curve.KeyPair, bytes] | None = None
+        if config.curve_dir is not None:
+            keys = (
+                curve.load_pair(config.curve_dir, "edge"),
+                curve.load_public(config.curve_dir, "broker"),
+            )
+
+        def secure(sock: zmq.asyncio.Socket) -> zmq.asyncio.Socket:
+            if keys is not None:
+                curve.make_client(sock, *keys)
+            return sock
+
+        self.pub = secure(context.socket(zmq.PUB))
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
         self.pub.setsockopt(zmq.LINGER, 500)
         self.pub.connect(tcp(config.broker_host, config.broker_xsub_port))
-        self.sub = context.socket(zmq.SUB)
+        self.sub = secure(context.socket(zmq.SUB))
         self.sub.setsockopt(zmq.RCVHWM, 100_000)
         self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.connect(tcp(config.broker_host, config.broker_xpub_port))
         self.sub.setsockopt(zmq.SUBSCRIBE, CTL_TOPIC)
         self.sub.setsockopt(zmq.SUBSCRIBE, edge_topic(self.edge_id))
-        self.dealer = context.socket(zmq.DEALER)
+        self.dealer = secure(context.socket(zmq.DEALER))
         self.dealer.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.SNDHWM, MAX_REQUESTS_IN_FLIGHT)

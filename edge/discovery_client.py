@@ -42,6 +42,7 @@ from discovery.heartbeat import (
     encode_goodbye,
     encode_heartbeat,
 )
+from xlmate.curve import KeyPair, make_client
 from xlmate.errors import ConfigError, WireError
 
 log = logging.getLogger("xlmate.edge.discovery")
@@ -88,6 +89,7 @@ class DiscoveryClient:
         timeout_ms: int = 1000,
         max_backoff_ms: int = 5000,
         rng: random.Random | None = None,
+        curve_keys: tuple[KeyPair, bytes] | None = None,
     ) -> None:
         if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
             raise ConfigError(
@@ -103,6 +105,7 @@ class DiscoveryClient:
         self._timeout_ms = timeout_ms
         self._max_backoff_ms = max_backoff_ms
         self._rng = rng or random.Random()
+        self._curve = curve_keys  # (our pair, discovery's public key) or None
         self._sock: zmq.asyncio.Socket | None = None
         self._lock = asyncio.Lock()
         self._preempt = asyncio.Event()  # beat_now() or goodbye() wants the socket
@@ -320,6 +323,8 @@ class DiscoveryClient:
             sock = self._ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_SIZE)
+            if self._curve is not None:
+                make_client(sock, *self._curve)
             try:
                 sock.connect(self.endpoint)
             except zmq.ZMQError:

@@ -34,7 +34,7 @@ from edge.discovery_client import DiscoveryClient
 from edge.pending import PendingCommands
 from edge.rooms import Room
 from edge.session import Session, TokenBucket, dumps
-from xlmate import metrics
+from xlmate import curve, metrics
 from xlmate.config import EdgeConfig, cluster_secret
 from xlmate.constants import (
     BAD_MESSAGE,
@@ -169,8 +169,18 @@ class EdgeServer:
             asyncio.create_task(self._beat_loop()),
         ]
         if cfg.discovery:
+            keys = None
+            if cfg.curve_dir is not None:
+                keys = (
+                    curve.load_pair(cfg.curve_dir, "edge"),
+                    curve.load_public(cfg.curve_dir, "discovery"),
+                )
             self.discovery = DiscoveryClient(
-                cfg.discovery, self._heartbeat, context=self._ctx, interval_ms=cfg.heartbeat_ms
+                cfg.discovery,
+                self._heartbeat,
+                context=self._ctx,
+                interval_ms=cfg.heartbeat_ms,
+                curve_keys=keys,
             )
             self._tasks.append(asyncio.create_task(self.discovery.run()))
         log.info("edge %s up: %s (region %s)", cfg.id, cfg.url, cfg.region)

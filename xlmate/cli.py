@@ -60,6 +60,12 @@ def cli(log_level: str) -> None:
 
 
 @cli.command()
+@click.option(
+    "--curve-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="XLMATE_CURVE_DIR",
+    help="encrypt and authenticate the ZeroMQ sockets with the keys of `xlmate keys DIR`",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP API address")
 @click.option("--port", default=8100, show_default=True, help="HTTP API port")
 @click.option("--rep-host", default="127.0.0.1", show_default=True, help="heartbeat REP address")
@@ -71,18 +77,34 @@ def cli(log_level: str) -> None:
     help="JSON region distance table (default: built in, see docs/discovery.md)",
 )
 def discovery(
-    host: str, port: int, rep_host: str, rep_port: int, regions_file: Path | None
+    curve_dir: Path | None,
+    host: str,
+    port: int,
+    rep_host: str,
+    rep_port: int,
+    regions_file: Path | None,
 ) -> None:
     """Run discovery: edge registry and placement."""
     from discovery.server import main as discovery_main
 
     config = DiscoveryConfig(
-        host=host, port=port, rep_host=rep_host, rep_port=rep_port, regions_file=regions_file
+        host=host,
+        port=port,
+        rep_host=rep_host,
+        rep_port=rep_port,
+        regions_file=regions_file,
+        curve_dir=curve_dir,
     )
     _run(discovery_main(config))
 
 
 @cli.command()
+@click.option(
+    "--curve-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="XLMATE_CURVE_DIR",
+    help="encrypt and authenticate the ZeroMQ sockets with the keys of `xlmate keys DIR`",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="address of all sockets")
 @click.option("--xsub-port", default=5555, show_default=True, help="commands in (edges' PUB)")
 @click.option("--xpub-port", default=5556, show_default=True, help="events out (edges' SUB)")
@@ -118,6 +140,7 @@ def broker(
     heartbeat_ms: int,
     history: int,
     abort_after_ms: int,
+    curve_dir: Path | None,
 ) -> None:
     """Run the broker: sequences, checks and journals every game."""
     from broker.server import main as broker_main
@@ -134,11 +157,18 @@ def broker(
         heartbeat_ms=heartbeat_ms,
         history=history,
         abort_after_ms=abort_after_ms,
+        curve_dir=curve_dir,
     )
     _run(broker_main(config))
 
 
 @cli.command()
+@click.option(
+    "--curve-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="XLMATE_CURVE_DIR",
+    help="encrypt and authenticate the ZeroMQ sockets with the keys of `xlmate keys DIR`",
+)
 @click.option("--region", required=True, help="this edge's region, e.g. eu-west")
 @click.option("--host", default="127.0.0.1", show_default=True, help="WebSocket/HTTP address")
 @click.option("--port", default=8101, show_default=True, help="WebSocket/HTTP port")
@@ -180,6 +210,7 @@ def edge(
     command_timeout_ms: int,
     max_per_ip: int,
     drop_events_every: int,
+    curve_dir: Path | None,
 ) -> None:
     """Run an edge: terminates players' WebSockets in one region."""
     from edge.server import main as edge_main
@@ -201,8 +232,29 @@ def edge(
         command_timeout_ms=command_timeout_ms,
         max_per_ip=max_per_ip,
         drop_events_every=drop_events_every,
+        curve_dir=curve_dir,
     )
     _run(edge_main(config))
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="replace existing keys")
+def keys(directory: Path, force: bool) -> None:
+    """Generate CURVE key pairs for the broker, discovery and edges into DIRECTORY."""
+    from xlmate.curve import generate
+
+    try:
+        written = generate(directory, force=force)
+    except XLMateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in written:
+        click.echo(str(path))
+    click.echo(
+        f"start every process with --curve-dir {directory} (or XLMATE_CURVE_DIR); "
+        "see docs/security.md for which host needs which file",
+        err=True,
+    )
 
 
 @cli.group()

@@ -33,13 +33,6 @@ def tcp(host: str, port: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class CurveConfig:
-    """ZeroMQ CURVE keys; ``None`` everywhere means plain TCP (development)."""
-
-    enabled: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
     """``xlmate discovery``: HTTP API on ``host:port``, heartbeats on ``rep_port``."""
 
@@ -48,6 +41,7 @@ class DiscoveryConfig:
     rep_host: str = "127.0.0.1"
     rep_port: int = 5570
     regions_file: Path | None = None  # JSON region distance table; None: the built-in one
+    curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +60,7 @@ class BrokerConfig:
     history: int = 256  # recent events kept per game for catch-up
     abort_after_ms: int = 30_000  # a side that never makes its first move aborts the game
     max_games: int = 100_000
+    curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):
@@ -97,6 +92,7 @@ class EdgeConfig:
     drop_events_every: int = 0  # fault injection for tests: drop every Nth bus event
     resend_ms: int = 400  # re-send an unacked command this often
     drain_timeout_ms: int = 5000
+    curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
 
     @property
     def url(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -91,14 +92,14 @@ def start_authenticator(context: zmq.asyncio.Context, directory: Path) -> Asynci
     return auth
 
 
-def make_server(sock: zmq.Socket[bytes], pair: KeyPair) -> None:
+def make_server(sock: zmq.Socket[Any], pair: KeyPair) -> None:
     """Turn ``sock`` into a CURVE server (call before bind)."""
     sock.curve_secretkey = pair.secret
     sock.curve_publickey = pair.public
     sock.curve_server = True
 
 
-def make_client(sock: zmq.Socket[bytes], pair: KeyPair, server_public: bytes) -> None:
+def make_client(sock: zmq.Socket[Any], pair: KeyPair, server_public: bytes) -> None:
     """Turn ``sock`` into a CURVE client of the server with ``server_public`` (before connect)."""
     sock.curve_secretkey = pair.secret
     sock.curve_publickey = pair.public

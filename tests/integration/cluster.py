@@ -169,11 +169,15 @@ class Cluster:
     edges: list[Edge] = field(default_factory=list)
     broker: Proc | None = None
     discovery: Proc | None = None
+    curve_dir: Path | None = None  # set before starting processes to run them with CURVE
 
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["XLMATE_SECRET"] = SECRET
+        env.pop("XLMATE_CURVE_DIR", None)
+        if self.curve_dir is not None:
+            env["XLMATE_CURVE_DIR"] = str(self.curve_dir)
         return env
 
     @property

@@ -192,7 +192,10 @@ async def test_flag_timer_survives_a_broker_sigkill_and_restart(cluster: Cluster
         await white.wait_for_v(4, timeout=10)
         await black.wait_for_v(4, timeout=10)
         lateness = arrivals[4] - deadline
-        print(f"flag fall after the restart observed {lateness * 1000:+.0f} ms after the deadline")
+        print(
+            f"flag fall after the restart observed {lateness * 1000:+.0f} ms after the deadline; "
+            f"client connections: white {white.connections}, black {black.connections}"
+        )
         assert white.events == black.events
         assert [e["v"] for e in white.events] == [1, 2, 3, 4]
         over = white.events[-1]
