@@ -92,7 +92,7 @@ class Authority:
         self,
         archive: Archive,
         *,
-        history: int = 256,
+        history: int = 128,
         abort_after_ms: int = 30_000,
         max_games: int = 100_000,
     ) -> None:

@@ -126,7 +126,7 @@ def discovery(
 )
 @click.option("--fsync-interval-ms", default=50, show_default=True)
 @click.option("--heartbeat-ms", default=500, show_default=True, help="control-topic heartbeat")
-@click.option("--history", default=256, show_default=True, help="events kept per game")
+@click.option("--history", default=128, show_default=True, help="events kept per game")
 @click.option("--abort-after-ms", default=30_000, show_default=True, help="first-move timeout")
 def broker(
     host: str,

@@ -57,7 +57,7 @@ class BrokerConfig:
     fsync: FsyncPolicy = "always"
     fsync_interval_ms: int = 50
     heartbeat_ms: int = 500  # control-topic heartbeat carrying the epoch
-    history: int = 256  # recent events kept per game for catch-up
+    history: int = 128  # recent events kept per game for catch-up
     abort_after_ms: int = 30_000  # a side that never makes its first move aborts the game
     max_games: int = 100_000
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP

@@ -43,7 +43,7 @@ def curve_cluster(cluster: Cluster, tmp_path: Path) -> Cluster:
 async def connect_rogue(
     ctx: zmq.asyncio.Context, kind: int, endpoint: str, server_public: bytes | None
 ) -> tuple[zmq.asyncio.Socket, int]:
-    """Connect a socket with no key (plain) or an unauthorized key; return it and its handshake event."""
+    """Connect with no key (plain) or an unauthorized key; return the socket and its handshake."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     if server_public is not None:
@@ -62,7 +62,7 @@ async def connect_rogue(
 
 
 async def test_game_over_curve_and_rogue_peers_are_shut_out(curve_cluster: Cluster) -> None:
-    """With CURVE a game plays normally; keyless or unauthorized peers can't move, read or register."""
+    """With CURVE a game plays; keyless or unauthorized peers can't move, read or register."""
     c = curve_cluster
     assert c.curve_dir is not None
     broker_public, _ = zmq.auth.load_certificate(c.curve_dir / "broker.key")

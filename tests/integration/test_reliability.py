@@ -139,13 +139,21 @@ async def test_sigterm_drains_and_a_rolling_restart_loses_nothing(eu_cluster: Cl
             assert await asyncio.to_thread(old.proc.wait_exit, 15) == 0
             print(f"edge {old.edge_id} drained in {time.monotonic() - started:.2f}s")
             c.edges.remove(old)
-            await eventually(
-                lambda before=before: (
-                    sum(len(p.acked) for p in progress) > before + 2 or all(t.done() for t in tasks)
-                ),
-                20,
-                "games to go on after the drain",
-            )
+            try:
+                await eventually(
+                    lambda before=before: (
+                        sum(len(p.acked) for p in progress) > before + 2
+                        or all(t.done() for t in tasks)
+                    ),
+                    20,
+                    "games to go on after the drain",
+                )
+            except AssertionError:
+                states = [
+                    (len(p.acked), w.connected_to, b.connected_to, w.model.v, b.model.v)
+                    for p, (_, w, b) in zip(progress, seats, strict=True)
+                ]
+                raise AssertionError(f"stalled after draining {old.edge_id}: {states}") from None
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
         for (gid, white, black), moves in zip(seats, scripts, strict=True):
             assert server_moves(c, gid) == moves

@@ -33,6 +33,7 @@ from xlmate.client import CommandFailed, GameClient
 
 CLOSED: Final = "_closed"
 READY_TYPES: Final = frozenset({"sync", "hello"})
+VERSIONED: Final = frozenset({"move", "game_over", "draw", "takeback"})
 
 Message = dict[str, Any]
 Handler = Callable[["Link", Message], Awaitable[None]]
@@ -79,13 +80,16 @@ class ThinLink:
         *,
         local_addr: tuple[str, int] | None = None,
         compression: bool = True,
+        anomaly: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.color = color
         self.handler = handler
         self.local_addr = local_addr
         self.compression = compression
+        self.anomaly = anomaly
         self.id = next(_link_ids)
+        self.last_v = 0
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -112,8 +116,13 @@ class ThinLink:
         try:
             async for frame in ws:
                 message = loads(frame)
+                kind = message.get("type")
+                if kind == "sync":
+                    self.last_v = int(message.get("v", 0))
+                elif kind in VERSIONED and "v" in message and not self._in_order(message["v"]):
+                    continue
                 if not ready.is_set():
-                    if message.get("type") in READY_TYPES:
+                    if kind in READY_TYPES:
                         ready.set()
                     continue
                 await handler(self, message)
@@ -121,6 +130,17 @@ class ThinLink:
             pass
         if not self._closing:
             await handler(self, {"type": CLOSED, "code": ws.close_code})
+
+    def _in_order(self, v: int) -> bool:
+        """PROTOCOL.md: a client ignores events with a ``v`` it has seen (counted here)."""
+        if v <= self.last_v:
+            if self.anomaly is not None:
+                self.anomaly("duplicate_event")
+            return False
+        if v != self.last_v + 1 and self.anomaly is not None:
+            self.anomaly("gap_in_v")
+        self.last_v = v
+        return True
 
     async def send_move(self, uci: str, command_id: str) -> None:
         """Send ``{"type":"move","uci":...,"id":...}``."""

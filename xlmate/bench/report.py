@@ -236,6 +236,8 @@ class RunReport:
     latency_ms: Latency = field(default_factory=lambda: Latency.of([]))
     ack_latency_ms: Latency | None = None
     errors: dict[str, int] = field(default_factory=dict)
+    anomalies: dict[str, int] = field(default_factory=dict)  # absorbed, e.g. duplicate v
+    error_samples: list[str] = field(default_factory=list)  # the first few, as evidence
     games_started: int = 0
     games_finished: int = 0
     open_loop: dict[str, Any] | None = None
@@ -330,6 +332,11 @@ def format_report(report: RunReport) -> str:
             lines.append(
                 f"open loop: offered {ol['offered_per_s']:g}/s, "
                 f"unserved {ol['unserved']} (no game free at the scheduled time)"
+            )
+        if report.anomalies:
+            lines.append(
+                "absorbed by the client (not errors): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(report.anomalies.items()))
             )
         if report.errors:
             lines.append(

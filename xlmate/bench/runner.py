@@ -77,6 +77,7 @@ RETRYABLE: Final = frozenset({"rate_limited", "unavailable"})
 RETRY_DELAY_S: Final = 0.1
 RESTART_DELAY_S: Final = 0.2
 WATCHDOG_S: Final = 0.5
+MAX_SAMPLES: Final = 10  # error details kept for the report
 
 
 # --- what gets measured ----------------------------------------------------------
@@ -91,6 +92,8 @@ class Stats:
         self.latencies: list[float] = []
         self.acks: list[float] = []
         self.errors: Counter[str] = Counter()
+        self.anomalies: Counter[str] = Counter()
+        self.samples: list[str] = []
         self.moves_all = 0
         self.offered = 0
         self.unserved = 0
@@ -121,9 +124,15 @@ class Stats:
         if self.measuring:
             self.acks.append(latency)
 
-    def error(self, kind: str) -> None:
-        """Count one error of ``kind``."""
+    def error(self, kind: str, detail: str | None = None) -> None:
+        """Count one error of ``kind``; keep the first few ``detail`` texts as evidence."""
         self.errors[kind] += 1
+        if detail is not None and len(self.samples) < MAX_SAMPLES:
+            self.samples.append(f"{kind}: {detail}")
+
+    def anomaly(self, kind: str) -> None:
+        """Count something the target did that a correct client absorbs (a duplicate ``v``)."""
+        self.anomalies[kind] += 1
 
 
 # --- where the players connect ------------------------------------------------------
@@ -181,8 +190,9 @@ class _Placed:
 
 
 class _BasePlanner:
-    def __init__(self, config: BenchConfig) -> None:
+    def __init__(self, config: BenchConfig, stats: Stats) -> None:
         self.config = config
+        self.stats = stats
         self.book = AddressBook(config.per_address)
         self.tag = secrets.token_hex(3)
         self._placed: dict[int, _Placed] = {}
@@ -200,6 +210,7 @@ class _BasePlanner:
             handler,
             local_addr=local,
             compression=self.config.compression,
+            anomaly=self.stats.anomaly,
         )
         self._placed[id(link)] = _Placed(target, local)
         return link
@@ -226,9 +237,14 @@ class ClusterPlanner(_BasePlanner):
     """Seats minted like ``xlmate game new``, each placed by discovery in its region."""
 
     def __init__(
-        self, config: BenchConfig, discovery_url: str, secret: str, regions: Sequence[str]
+        self,
+        config: BenchConfig,
+        stats: Stats,
+        discovery_url: str,
+        secret: str,
+        regions: Sequence[str],
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, stats)
         self.discovery_url = discovery_url.rstrip("/")
         self.secret = secret
         self.regions = list(regions)
@@ -455,7 +471,10 @@ class Driver:
             elif not (play.state is State.IN_FLIGHT and self._last_move_in_flight(play)):
                 # (A game that ends itself: the mover may hear game_over before
                 # the opponent hears the move; that move's receipt ends the play.)
-                self.stats.error(f"game_over:{message.get('reason', kind)}")
+                self.stats.error(
+                    f"game_over:{message.get('reason', kind)}",
+                    f"game {play.number} at {link.color}: {message}; state {play.state.value}",
+                )
                 self._end(play, finished=False)
         elif kind == "error":
             self._on_error(play, link, message)
@@ -474,16 +493,13 @@ class Driver:
             or link is not play.receiver
             or message.get("uci") != play.script.moves[play.ply]
         ):
-            log.debug(
-                "game %d: unexpected %s at %s (state %s, ply %d, expected %s)",
-                play.number,
-                message,
-                link.color,
-                play.state.value,
-                play.ply,
-                play.script.moves[play.ply] if play.ply < len(play.script.moves) else None,
+            expected = play.script.moves[play.ply] if play.ply < len(play.script.moves) else None
+            self.stats.error(
+                "unexpected_move",
+                f"game {play.number} at {link.color}: got {message.get('uci')} "
+                f"v={message.get('v')} by={message.get('by')}; state {play.state.value}, "
+                f"ply {play.ply}, expected {expected}",
             )
-            self.stats.error("unexpected_move")
             self._end(play, finished=False)
             return
         self.stats.landed(now - play.sent_at)
@@ -502,7 +518,7 @@ class Driver:
     def _on_error(self, play: Play, link: Link, message: Message) -> None:
         code = str(message.get("code"))
         cid = message.get("id")
-        self.stats.error(f"error:{code}")
+        self.stats.error(f"error:{code}", f"game {play.number} at {link.color}: {message}")
         if (
             play.state is State.IN_FLIGHT
             and link is play.mover
@@ -653,12 +669,12 @@ def _regions_of(discovery_url: str, fallback: Sequence[str]) -> list[str]:
     return regions or list(fallback)
 
 
-def _target(config: BenchConfig) -> _Target:
+def _target(config: BenchConfig, stats: Stats) -> _Target:
     watched, urls = _parse_watch(config)
     watched.insert(0, myself())
     if config.target == "relay":
         return _Target(
-            RelayPlanner(config),
+            RelayPlanner(config, stats),
             watched,
             urls,
             {"kind": "relay", "urls": list(config.target_urls)},
@@ -668,7 +684,7 @@ def _target(config: BenchConfig) -> _Target:
         regions = _regions_of(config.discovery_url, config.regions)
         secret, _ = cluster_secret()
         return _Target(
-            ClusterPlanner(config, config.discovery_url, secret, regions),
+            ClusterPlanner(config, stats, config.discovery_url, secret, regions),
             watched,
             urls,
             {"kind": "cluster", "discovery": config.discovery_url, "regions": regions},
@@ -686,7 +702,7 @@ def _target(config: BenchConfig) -> _Target:
         if component.url:
             urls[component.url] = component.name
     return _Target(
-        ClusterPlanner(config, cluster.discovery_url, cluster.secret, regions),
+        ClusterPlanner(config, stats, cluster.discovery_url, cluster.secret, regions),
         watched,
         urls,
         {
@@ -785,7 +801,7 @@ async def run(config: BenchConfig) -> RunReport:
     stats = Stats()
     started = time.perf_counter()
     progress = asyncio.create_task(_progress(stats, started)) if config.progress else None
-    target = _target(config)
+    target = _target(config, stats)
     label = config.label or (
         f"relay {' '.join(config.target_urls)}"
         if config.target == "relay"
@@ -831,6 +847,8 @@ async def run(config: BenchConfig) -> RunReport:
         if target.cluster is not None:
             target.cluster.stop()
     report.errors = dict(stats.errors)
+    report.anomalies = dict(stats.anomalies)
+    report.error_samples = list(stats.samples)
     report.games_started = stats.games_started
     report.games_finished = stats.games_finished
     return report

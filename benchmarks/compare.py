@@ -1,0 +1,520 @@
+"""Side by side: the XLMate cluster, a one-process relay, and the Redis pub/sub relay.
+
+``benchmarks/run`` runs this with the project's virtualenv.  One run:
+
+1. makes sure ``redis-server`` (Debian package) and the ``redis`` client are
+   installed, starts ``redis-server`` on a free loopback port with no
+   persistence, ``relay_single.py`` once and ``relay_redis.py`` twice;
+2. for each repetition, runs the *same* load generator (``xlmate bench``)
+   against each target in turn (the order rotates between repetitions; the
+   cluster is started fresh by ``xlmate bench`` each time, with its default
+   ``fsync=always``);
+3. prints medians and the ratios cluster/redis and cluster/single, and writes
+   everything to ``benchmarks/results/<date>.json``;
+4. stops what it started.
+
+Other work on the machine skews numbers on 2 cores, so before each run it
+waits (bounded) until the machine is quiet, and every report records how busy
+the machine was with work that was not ours (``others_percent``).
+
+``--scaling`` instead measures the cluster's CPU per move at 100, 1000 and
+5000 live games at a fixed total move rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+XLMATE = str(Path(sys.executable).parent / "xlmate")
+POLL_S = 0.05
+
+
+def say(text: str) -> None:
+    """Progress on stderr."""
+    print(f"[run] {text}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on loopback ``port``."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- dependencies -----------------------------------------------------------------
+
+
+def ensure_redis_server() -> str:
+    """The path of ``redis-server``, installing Debian's package if it is missing."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    say("redis-server is missing: apt-get install redis-server")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "redis-server"]
+    if subprocess.run(install, env=env, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+        subprocess.run(install, env=env, check=True)
+    found = shutil.which("redis-server")
+    if not found:
+        raise SystemExit("redis-server is still missing after apt-get install")
+    return found
+
+
+def ensure_python_deps() -> None:
+    """``redis`` (+ hiredis) and ``psutil`` in this interpreter: the ``bench`` extra."""
+    try:
+        import psutil  # type: ignore[import-untyped, unused-ignore]  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError:
+        say("installing the bench extra: redis, hiredis, psutil")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "redis>=5", "hiredis>=2", "psutil>=5.9"],
+            check=True,
+        )
+
+
+# --- processes we start -------------------------------------------------------------
+
+
+@dataclass
+class Started:
+    """A background process of this run."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+        return self.popen.pid
+
+    @property
+    def url(self) -> str:
+        """Its WebSocket base URL (relays)."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 5 s."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+def start(name: str, args: Sequence[str], port: int, logdir: Path) -> Started:
+    """Start ``args`` in the background and wait until it listens on ``port``."""
+    log = logdir / f"{name}.log"
+    with open(log, "wb") as out:
+        popen = subprocess.Popen(
+            list(args), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    proc = Started(name, popen, port, log)
+
+    def up() -> bool:
+        if popen.poll() is not None:
+            raise SystemExit(f"{name} exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        return listening(port)
+
+    wait_until(up, 20, f"{name} to listen on {port}")
+    return proc
+
+
+# --- measuring ------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        mem_kib = int(f.readline().split()[1])
+    versions = {}
+    for module in ("websockets", "zmq", "chess", "msgpack", "redis"):
+        try:
+            versions[module] = str(__import__(module).__version__)
+        except (ImportError, AttributeError):
+            versions[module] = "?"
+    redis_server = shutil.which("redis-server")
+    if redis_server:
+        out = subprocess.run([redis_server, "--version"], capture_output=True, text=True)
+        versions["redis-server"] = out.stdout.split()[2] if out.stdout else "?"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "versions": versions,
+    }
+
+
+def wait_quiet(max_wait: float, busy_limit: float) -> float:
+    """Wait (at most ``max_wait`` s) until the machine is under ``busy_limit`` % busy.
+
+    Returns the last reading (% of all cores).  Other users' tests on a shared
+    2-core machine would otherwise be measured along with ours.
+    """
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = float(psutil.cpu_percent(interval=1.0))
+        if busy < busy_limit or time.monotonic() > deadline:
+            return busy
+        say(f"machine {busy:.0f}% busy with other work; waiting for it to calm down")
+
+
+def bench(args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """One ``xlmate bench ... --json`` run; its report."""
+    cmd = [XLMATE, "bench", *args, "--json", "--quiet"]
+    say(" ".join(cmd[1:]))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"xlmate bench failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    report["command"] = "xlmate " + " ".join(["bench", *args, "--json"])
+    return report
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (0 for none)."""
+    return float(statistics.median(values)) if values else 0.0
+
+
+def summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repetitions of one target."""
+
+    def med(get: Callable[[dict[str, Any]], float]) -> float:
+        return round(median([get(r) for r in reports]), 3)
+
+    return {
+        "reps": len(reports),
+        "moves_per_s": med(lambda r: r["moves_per_s"]),
+        "moves_per_s_each": [r["moves_per_s"] for r in reports],
+        "p50_ms": med(lambda r: r["latency_ms"]["p50"]),
+        "p90_ms": med(lambda r: r["latency_ms"]["p90"]),
+        "p99_ms": med(lambda r: r["latency_ms"]["p99"]),
+        "max_ms": med(lambda r: r["latency_ms"]["max"]),
+        "errors": sum(r["errors"]["total"] for r in reports),
+        "cpu_ms_per_move": med(lambda r: r["cpu_ms_per_move"]),
+        "loadgen_cpu_percent": med(
+            lambda r: next(p["cpu_percent"] for p in r["processes"] if p["role"] == "loadgen")
+        ),
+        "others_percent": med(lambda r: r.get("host", {}).get("others_percent", 0.0)),
+    }
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An aligned text table."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            str(c).rjust(w) if i else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def write_results(data: dict[str, Any]) -> Path:
+    """``benchmarks/results/<date>.json`` (``<date>-2.json``, ... if taken)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    day = dt.date.today().isoformat()
+    path = RESULTS / f"{day}.json"
+    n = 2
+    while path.exists():
+        path = RESULTS / f"{day}-{n}.json"
+        n += 1
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+# --- the two experiments -----------------------------------------------------------------
+
+
+def compare(opts: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+    """The cluster vs the relays, ``opts.reps`` times, side by side."""
+    redis_server = ensure_redis_server()
+    ensure_python_deps()
+    common = [
+        "--games",
+        str(opts.games),
+        "--duration",
+        str(opts.duration),
+        "--warmup",
+        str(opts.warmup),
+        *opts.bench_arg,
+    ]
+    if opts.rate:
+        common += ["--rate", str(opts.rate)]
+    started: list[Started] = []
+    try:
+        rport = free_port()
+        redis = start(
+            "redis-server",
+            [
+                redis_server,
+                *("--port", str(rport), "--bind", "127.0.0.1", "--save", ""),
+                *("--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"),
+            ],
+            rport,
+            logdir,
+        )
+        started.append(redis)
+        sport = free_port()
+        single = start(
+            "relay-single",
+            [sys.executable, str(HERE / "relay_single.py"), "--port", str(sport)],
+            sport,
+            logdir,
+        )
+        started.append(single)
+        pair = []
+        for side in ("a", "b"):
+            port = free_port()
+            relay = start(
+                f"relay-redis-{side}",
+                [
+                    *(sys.executable, str(HERE / "relay_redis.py"), "--port", str(port)),
+                    *("--redis-url", f"redis://127.0.0.1:{rport}/0"),
+                ],
+                port,
+                logdir,
+            )
+            started.append(relay)
+            pair.append(relay)
+        targets: dict[str, list[str]] = {
+            "cluster": ["--edges", str(opts.edges), "--label", f"cluster ({opts.edges} edges)"],
+            "relay-single": [
+                "--target-url",
+                single.url,
+                "--watch",
+                f"relay={single.pid}@{single.url}",
+                "--label",
+                "one-process relay",
+            ],
+            "relay-redis": [
+                *[arg for r in pair for arg in ("--target-url", r.url)],
+                *[arg for r in pair for arg in ("--watch", f"relay-{r.name[-1]}={r.pid}@{r.url}")],
+                "--watch",
+                f"redis={redis.pid}",
+                "--label",
+                "Redis pub/sub relay (2 edges)",
+            ],
+        }
+        names = [n for n in opts.targets.split(",") if n]
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        timeout = opts.warmup + opts.duration + 180
+        for rep in range(opts.reps):
+            order = names[rep % len(names) :] + names[: rep % len(names)]
+            for name in order:
+                busy = wait_quiet(opts.wait_quiet, opts.busy_limit)
+                report = bench([*common, *targets[name]], timeout)
+                report["busy_before_percent"] = busy
+                report["rep"] = rep + 1
+                runs[name].append(report)
+                say(
+                    f"rep {rep + 1} {name}: {report['moves_per_s']} moves/s, "
+                    f"p99 {report['latency_ms']['p99']} ms, errors {report['errors']['total']}"
+                )
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+    summaries = {name: summary(reports) for name, reports in runs.items() if reports}
+    ratios: dict[str, Any] = {}
+    cluster = summaries.get("cluster")
+    for other, key in (("relay-redis", "cluster/redis"), ("relay-single", "cluster/single")):
+        if cluster and other in summaries and summaries[other]["moves_per_s"]:
+            ratios[key] = round(cluster["moves_per_s"] / summaries[other]["moves_per_s"], 3)
+            ratios[f"{key} per rep"] = [
+                round(c["moves_per_s"] / o["moves_per_s"], 3)
+                for c, o in zip(runs["cluster"], runs[other], strict=False)
+                if o["moves_per_s"]
+            ]
+    return {"summaries": summaries, "ratios": ratios, "runs": runs}
+
+
+def print_compare(result: dict[str, Any]) -> None:
+    """The comparison table on stdout."""
+    rows = [
+        [
+            name,
+            f"{s['moves_per_s']:.0f}",
+            " ".join(f"{v:.0f}" for v in s["moves_per_s_each"]),
+            f"{s['p50_ms']:.2f}",
+            f"{s['p90_ms']:.2f}",
+            f"{s['p99_ms']:.2f}",
+            f"{s['max_ms']:.2f}",
+            str(s["errors"]),
+            f"{s['cpu_ms_per_move']:.3f}",
+            f"{s['loadgen_cpu_percent']:.0f}",
+            f"{s['others_percent']:.0f}",
+        ]
+        for name, s in result["summaries"].items()
+    ]
+    header = [
+        "target",
+        "moves/s",
+        "each rep",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "CPU ms/move",
+        "loadgen %",
+        "others %",
+    ]
+    print(table(header, rows))
+    for key, value in result["ratios"].items():
+        if not key.endswith("per rep"):
+            each = result["ratios"].get(f"{key} per rep", [])
+            print(f"{key}: {value:.2f}x (per rep: {', '.join(f'{v:.2f}' for v in each)})")
+
+
+def scaling(opts: argparse.Namespace) -> dict[str, Any]:
+    """The cluster's CPU per move as live games grow, at a fixed total move rate."""
+    ensure_python_deps()
+    args = [
+        "--scaling",
+        opts.levels,
+        "--rate",
+        str(opts.rate or 100),
+        "--edges",
+        str(opts.edges),
+        "--duration",
+        str(opts.duration),
+        "--warmup",
+        str(opts.warmup),
+        *opts.bench_arg,
+    ]
+    runs = []
+    for _ in range(opts.reps):
+        wait_quiet(opts.wait_quiet, opts.busy_limit)
+        runs.append(bench(args, timeout=1800))
+    levels: dict[int, list[dict[str, Any]]] = {}
+    for report in runs:
+        for level in report["scaling"]:
+            levels.setdefault(level["games"], []).append(level)
+    rows = {
+        games: {
+            "cpu_ms_per_move": round(median([x["cpu_ms_per_move"] for x in items]), 4),
+            "cpu_ms_per_move_each": [x["cpu_ms_per_move"] for x in items],
+            "moves_per_s": round(median([x["moves_per_s"] for x in items]), 1),
+            "p99_ms": round(median([x["latency_ms"]["p99"] for x in items]), 2),
+            "errors": sum(x["errors"] for x in items),
+        }
+        for games, items in sorted(levels.items())
+    }
+    first = next(iter(rows.values()), None)
+    ratios = {
+        f"{games}/{next(iter(rows))}": round(row["cpu_ms_per_move"] / first["cpu_ms_per_move"], 3)
+        for games, row in list(rows.items())[1:]
+        if first and first["cpu_ms_per_move"]
+    }
+    return {"levels": rows, "ratios": ratios, "runs": runs}
+
+
+def print_scaling(result: dict[str, Any]) -> None:
+    """The scaling table on stdout."""
+    rows = [
+        [
+            str(games),
+            f"{row['moves_per_s']:.1f}",
+            f"{row['cpu_ms_per_move']:.3f}",
+            " ".join(f"{v:.3f}" for v in row["cpu_ms_per_move_each"]),
+            f"{row['p99_ms']:.2f}",
+            str(row["errors"]),
+        ]
+        for games, row in result["levels"].items()
+    ]
+    print(table(["live games", "moves/s", "CPU ms/move", "each rep", "p99 ms", "errors"], rows))
+    print(", ".join(f"{k}: {v:.2f}x" for k, v in result["ratios"].items()))
+
+
+def main() -> None:
+    """Parse options, run, print, save."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--games", type=int, default=100)
+    parser.add_argument("--rate", type=float, help="open loop moves/s (scaling: default 100)")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--edges", type=int, default=2)
+    parser.add_argument("--targets", default="cluster,relay-redis,relay-single")
+    parser.add_argument(
+        "--bench-arg", action="append", default=[], help="extra xlmate bench argument (repeat)"
+    )
+    parser.add_argument("--scaling", action="store_true", help="CPU per move vs live games")
+    parser.add_argument("--levels", default="100,1000,5000")
+    parser.add_argument("--wait-quiet", type=float, default=60.0, help="max s to wait for quiet")
+    parser.add_argument("--busy-limit", type=float, default=30.0, help="quiet: under this % busy")
+    parser.add_argument("--no-save", action="store_true", help="do not write results/<date>.json")
+    opts = parser.parse_args()
+    started = dt.datetime.now(dt.UTC)
+    logdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"xlmate-run-{os.getpid()}"
+    logdir.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": "benchmarks/run " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "options": vars(opts),
+    }
+    if opts.scaling:
+        data["scaling"] = scaling(opts)
+        print_scaling(data["scaling"])
+    else:
+        data["compare"] = compare(opts, logdir)
+        print_compare(data["compare"])
+    data["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    shutil.rmtree(logdir, ignore_errors=True)
+    if not opts.no_save:
+        say(f"results: {write_results(data)}")
+
+
+if __name__ == "__main__":
+    main()
