@@ -582,6 +582,7 @@ class Game:
             "v": self.v,
             "result": self._result,
             "reason": self._reason,
+            "clock": self.clock(self._turn_started_ms),  # stopped: the final times
         }
 
     def _end(self, result: str, reason: str) -> Event:

@@ -388,6 +388,11 @@ class EdgeServer:
 
     # --- presence ---------------------------------------------------------------
 
+    def _beat_now(self) -> None:
+        """Tell discovery about a change that should not wait for the next heartbeat."""
+        if self.discovery is not None and not self._closing:
+            asyncio.get_running_loop().create_task(self.discovery.beat_now())
+
     def _report_presence(self, room: Room) -> None:
         if self.bus is None:
             return
@@ -517,6 +522,8 @@ class EdgeServer:
     def _join(self, session: Session) -> None:
         assert self.bus is not None
         self.sessions.add(session)
+        if len(self.sessions) == self.config.capacity:
+            self._beat_now()  # full: discovery should stop placing clients here at once
         self.per_ip[session.remote] = self.per_ip.get(session.remote, 0) + 1
         room = self.rooms.get(session.game_id)
         if room is None:
@@ -527,6 +534,8 @@ class EdgeServer:
     def _leave(self, session: Session) -> None:
         assert self.bus is not None
         session.stop()
+        if session in self.sessions and len(self.sessions) == self.config.capacity:
+            self._beat_now()  # room again
         self.sessions.discard(session)
         count = self.per_ip.get(session.remote, 1) - 1
         if count > 0:

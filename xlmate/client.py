@@ -114,6 +114,7 @@ class GameModel:
             self.status = "over"
             self.result = event["result"]
             self.reason = event["reason"]
+            self.clock = event.get("clock", self.clock)
         elif kind == "takeback" and "moves" in event:
             self.moves = list(event["moves"])
             self.fen = event["fen"]
