@@ -83,7 +83,7 @@ RATE_PER_S: Final = 20.0  # client messages a second, per socket
 RATE_BURST: Final = 40.0
 MAX_STRIKES: Final = 50  # rate-limited messages before a socket is closed 4008
 BROKER_SILENCE_MS: Final = 2000  # no broker beat for this long: the broker is gone
-PRESENCE_REFRESH_S: Final = 2.0
+PRESENCE_REFRESH_S: Final = 15.0  # re-report every room's presence (PUB may drop a report)
 
 
 def mono_ms() -> int:
@@ -607,13 +607,16 @@ class EdgeServer:
     async def _read(self, session: Session) -> None:
         async for frame in session.ws:
             self._m_in.inc()
-            if not session.rate.take(time.monotonic()):
+            if session.rate.take(time.monotonic()):
+                session.strikes = max(0, session.strikes - 1)  # good behaviour earns strikes back
+            else:
                 session.strikes += 1
                 if session.strikes > MAX_STRIKES:
                     self._m_closes.labels(str(CLOSE_POLICY)).inc()
                     session.kill(CLOSE_POLICY, "flooding")
                     return
-                self._error(session, RATE_LIMITED, "slow down", None)
+                reply_id = _salvage_id(frame) if isinstance(frame, str) else None
+                self._error(session, RATE_LIMITED, "slow down", reply_id)
                 continue
             if isinstance(frame, bytes):
                 self._error(session, BAD_MESSAGE, "binary frames are not accepted", None)
