@@ -375,9 +375,8 @@ class Authority:
 
     # --- replay -------------------------------------------------------------------------
 
-    def replay(self, records: list[dict[str, Any]]) -> list[str]:
-        """Rebuild games from journal records; return ids of games that ended."""
-        ended: list[str] = []
+    def replay(self, records: list[dict[str, Any]]) -> None:
+        """Rebuild games from journal records (nothing is published or journaled)."""
         scratch = Batch()
         for record in records:
             try:
@@ -386,10 +385,8 @@ class Authority:
                 log.error("journal record for %s could not be replayed: %r", record.get("g"), exc)
             scratch.frames.clear()
             scratch.records.clear()
-        for game_id in scratch.finished:
-            if game_id not in ended:
-                ended.append(game_id)
-        return [g for g in ended if g in self.games]
+            scratch.finished.clear()
+        self.touched.clear()
 
     def _replay_one(self, record: dict[str, Any], scratch: Batch) -> None:
         kind, game_id = record["t"], record["g"]

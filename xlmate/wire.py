@@ -44,8 +44,8 @@ class _Message:
 
     def to_map(self) -> dict[str, Any]:
         out: dict[str, Any] = {"k": self.KIND}
-        for f in fields(self):  # type: ignore[arg-type]
-            out[f.name] = getattr(self, f.name)
+        for name in _FIELDS[self.KIND]:
+            out[name] = getattr(self, name)
         return out
 
 
