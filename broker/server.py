@@ -176,6 +176,7 @@ class BrokerServer:
     def _bind(self, ctx: zmq.asyncio.Context, kind: int, port: int) -> zmq.asyncio.Socket:
         sock = ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 200)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)  # before bind: libzmq copies options then
         if self._curve_pair is not None:
             curve.make_server(sock, self._curve_pair)
         sock.bind(tcp(self.config.host, port))

@@ -83,7 +83,6 @@ RATE_PER_S: Final = 20.0  # client messages a second, per socket
 RATE_BURST: Final = 40.0
 MAX_STRIKES: Final = 50  # rate-limited messages before a socket is closed 4008
 BROKER_SILENCE_MS: Final = 2000  # no broker beat for this long: the broker is gone
-PRESENCE_REFRESH_S: Final = 15.0  # re-report every room's presence (PUB may drop a report)
 
 
 def mono_ms() -> int:
@@ -401,19 +400,19 @@ class EdgeServer:
         self.bus.publish(CMD_TOPIC, encode(report))
 
     async def _beat_loop(self) -> None:
-        """Beat to the broker (keeps our presence alive), watch the broker's beat."""
+        """Beat to the broker (keeps our presence alive), watch the broker's beat.
+
+        Presence is reported on every change and re-reported for every room when
+        the broker restarts or comes back (``_resync_everything``); there is no
+        periodic re-report, so idle games cost nothing here.
+        """
         assert self.bus is not None
         beat = encode(EdgeBeat(e=self.config.id))
-        last_refresh = time.monotonic()
         while True:
             self.bus.publish(CMD_TOPIC, beat)
             if self.broker_up and mono_ms() - self.broker_seen_ms > BROKER_SILENCE_MS:
                 self.broker_up = False
                 log.warning("broker silent for %d ms", BROKER_SILENCE_MS)
-            if time.monotonic() - last_refresh > PRESENCE_REFRESH_S:
-                last_refresh = time.monotonic()
-                for room in self.rooms.values():
-                    self._report_presence(room)
             await asyncio.sleep(0.5)
 
     # --- commands -------------------------------------------------------------------
@@ -614,6 +613,7 @@ class EdgeServer:
                 if session.strikes > MAX_STRIKES:
                     self._m_closes.labels(str(CLOSE_POLICY)).inc()
                     session.kill(CLOSE_POLICY, "flooding")
+                    await session.ws.close(CLOSE_POLICY, "flooding")  # before the handler's 1000
                     return
                 reply_id = _salvage_id(frame) if isinstance(frame, str) else None
                 self._error(session, RATE_LIMITED, "slow down", reply_id)

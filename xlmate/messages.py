@@ -20,8 +20,8 @@ from xlmate.errors import ProtocolError
 CommandId = str | int
 OfferAction = Literal["offer", "accept", "decline"]
 
-UCI_RE: Final = re.compile(r"^[a-h][1-8][a-h][1-8][qrbn]?$")
-SQUARE_RE: Final = re.compile(r"^[a-h][1-8]$")
+UCI_RE: Final = re.compile(r"^[a-h][1-8][a-h][1-8][qrbn]?\Z")  # \Z: "$" allows a final "\n"
+SQUARE_RE: Final = re.compile(r"^[a-h][1-8]\Z")
 MAX_ID_LEN: Final = 64
 OFFER_ACTIONS: Final = ("offer", "accept", "decline")
 

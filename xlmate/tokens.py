@@ -99,7 +99,10 @@ def _clock_claim(raw: Any) -> Clock | None:
     for value in (initial, increment):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TokenError("clock values must be numbers of seconds")
-    return Clock(float(initial), float(increment))
+    try:
+        return Clock(float(initial), float(increment))
+    except OverflowError as exc:  # an integer too big for a float
+        raise TokenError("clock values are out of range") from exc
 
 
 def verify_seat_token(token: str, secret: str, game_id: str | None = None) -> SeatClaims:
@@ -115,8 +118,8 @@ def verify_seat_token(token: str, secret: str, game_id: str | None = None) -> Se
         raise TokenError("gid must be 1-64 characters of [A-Za-z0-9_-]")
     if color not in COLORS:
         raise TokenError("color must be white or black")
-    if sub is not None and (not isinstance(sub, str) or len(sub) > 128):
-        raise TokenError("sub must be a string of at most 128 characters")
+    if sub is not None and (not isinstance(sub, str) or not 0 < len(sub) <= 128):
+        raise TokenError("sub must be a string of 1-128 characters")  # the bus refuses ""
     if game_id is not None and gid != game_id:
         raise WrongGame("this seat token is for another game")
     return SeatClaims(gid, color, sub, _clock_claim(payload.get("clock")))

@@ -256,6 +256,10 @@ class StateReply(_Message):
     v: int
     sync: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        _check(_is_v(self.q) and _is_id(self.g) and _is_v(self.v), "bad state header")
+        _check(isinstance(self.sync, dict), "bad state")
+
 
 @dataclass(frozen=True, slots=True)
 class EventsReply(_Message):
@@ -267,6 +271,11 @@ class EventsReply(_Message):
     v: int
     evs: list[bytes] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _check(_is_v(self.q) and _is_id(self.g) and _is_v(self.v), "bad events header")
+        _check(isinstance(self.evs, list), "bad evs")
+        _check(all(isinstance(e, bytes) for e in self.evs), "bad evs")
+
 
 @dataclass(frozen=True, slots=True)
 class MissingReply(_Message):
@@ -275,6 +284,9 @@ class MissingReply(_Message):
     KIND: ClassVar[str] = "missing"
     q: int
     g: str
+
+    def __post_init__(self) -> None:
+        _check(_is_v(self.q) and _is_id(self.g), "bad missing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +297,9 @@ class PgnReply(_Message):
     q: int
     g: str
     text: str
+
+    def __post_init__(self) -> None:
+        _check(_is_v(self.q) and _is_id(self.g) and isinstance(self.text, str), "bad pgn text")
 
 
 BusMessage = (
