@@ -211,9 +211,13 @@ def bench(args: Sequence[str], timeout: float) -> dict[str, Any]:
     """One ``xlmate bench ... --json`` run; its report."""
     cmd = [XLMATE, "bench", *args, "--json", "--quiet"]
     say(" ".join(cmd[1:]))
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"xlmate bench failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    for attempt in (1, 2):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode == 0:
+            break
+        say(f"xlmate bench failed ({done.returncode}), attempt {attempt}:\n{done.stderr[-2000:]}")
+    else:
+        raise SystemExit("xlmate bench failed twice; giving up")
     report: dict[str, Any] = json.loads(done.stdout)
     report["command"] = "xlmate " + " ".join(["bench", *args, "--json"])
     return report
@@ -481,7 +485,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", type=int, default=100)
     parser.add_argument("--rate", type=float, help="open loop moves/s (scaling: default 100)")
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--duration", type=float, help="seconds measured (default 10; 30 with --scaling)"
+    )
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--edges", type=int, default=2)
@@ -495,6 +501,9 @@ def main() -> None:
     parser.add_argument("--busy-limit", type=float, default=30.0, help="quiet: under this % busy")
     parser.add_argument("--no-save", action="store_true", help="do not write results/<date>.json")
     opts = parser.parse_args()
+    if opts.duration is None:
+        # Scaling: long enough to hold two of the edges' 15 s presence refreshes.
+        opts.duration = 30.0 if opts.scaling else 10.0
     started = dt.datetime.now(dt.UTC)
     logdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"xlmate-run-{os.getpid()}"
     logdir.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ def assert_sane(report: dict[str, Any]) -> None:
     lat = report["latency_ms"]
     assert lat["count"] == report["moves"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-    assert report["errors"]["total"] == 0, (report["errors"], report["error_samples"])
+    assert report["errors"]["total"] == 0, (report["errors"], report["samples"])
 
 
 def test_scripts_are_legal_and_end_where_the_broker_ends_the_game() -> None:

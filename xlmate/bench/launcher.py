@@ -16,6 +16,7 @@ every edge.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ log = logging.getLogger("xlmate.bench")
 POLL_S: Final = 0.05
 START_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 10.0
+START_ATTEMPTS: Final = 3
 # Idle benchmark games must stay live for the whole run (the default aborts a
 # game whose first move does not come within 30 s).
 ABORT_AFTER_MS: Final = 3_600_000
@@ -56,10 +58,22 @@ def raise_nofile() -> int:
     return target
 
 
+PR_SET_PDEATHSIG: Final = 1
+
+
 def _child_setup() -> None:
-    """``preexec_fn`` of every cluster process: many sockets, and its own process group."""
+    """``preexec_fn`` of every cluster process: many sockets, own process group, no orphans.
+
+    The child gets SIGTERM when the benchmark dies, so a killed benchmark
+    leaves nothing running.
+    """
     raise_nofile()
     os.setpgrp()  # a Ctrl-C on the benchmark must not hit the cluster before we stop it
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the benchmark's finally still stops it
+        pass
 
 
 def free_port() -> int:
@@ -165,11 +179,21 @@ class LocalCluster:
             self.workdir = Path(tempfile.mkdtemp(prefix="xlmate-bench-"))
             self._own_workdir = True
         self.workdir.mkdir(parents=True, exist_ok=True)
-        try:
-            self._start_all()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_all()
+                return
+            except BenchError as exc:
+                self.stop(keep_workdir=True)
+                # A free port can be taken by someone else before our process binds it.
+                if "address already in use" not in str(exc) or attempt == START_ATTEMPTS:
+                    self.stop()
+                    raise
+                log.warning("a port was taken before we could bind it; starting again")
+                self.components = []
+            except BaseException:
+                self.stop()
+                raise
 
     def _start_all(self) -> None:
         self._discovery_port, rep_port = free_port(), free_port()
@@ -273,7 +297,7 @@ class LocalCluster:
 
         wait_until(healthy, START_TIMEOUT_S, f"{component.name} to be healthy")
 
-    def stop(self) -> None:
+    def stop(self, *, keep_workdir: bool = False) -> None:
         """SIGTERM every process (edges first, they drain), SIGKILL stragglers; idempotent."""
         order = [c for c in self.components if c.role == "edge"] + [
             c for c in self.components if c.role != "edge"
@@ -289,6 +313,6 @@ class LocalCluster:
                 log.warning("%s did not stop in time: SIGKILL", component.name)
                 component.popen.kill()
                 component.popen.wait(5)
-        if self._own_workdir and self.workdir is not None:
+        if self._own_workdir and self.workdir is not None and not keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self._own_workdir = False

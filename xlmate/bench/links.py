@@ -80,7 +80,7 @@ class ThinLink:
         *,
         local_addr: tuple[str, int] | None = None,
         compression: bool = True,
-        anomaly: Callable[[str], None] | None = None,
+        anomaly: Callable[[str, str], None] | None = None,
     ) -> None:
         self.url = url
         self.color = color
@@ -105,6 +105,8 @@ class ThinLink:
             open_timeout=timeout,
             close_timeout=1,
             compression="deflate" if self.compression else None,
+            # Browsers cannot send WebSocket pings; the server's pings keep the socket alive.
+            ping_interval=None,
             proxy=None,
             **kwargs,
         )
@@ -118,7 +120,7 @@ class ThinLink:
                 message = loads(frame)
                 kind = message.get("type")
                 if kind == "sync":
-                    self.last_v = int(message.get("v", 0))
+                    self._on_sync(int(message.get("v", 0)), ready.is_set())
                 elif kind in VERSIONED and "v" in message and not self._in_order(message["v"]):
                     continue
                 if not ready.is_set():
@@ -131,14 +133,25 @@ class ThinLink:
         if not self._closing:
             await handler(self, {"type": CLOSED, "code": ws.close_code})
 
+    def _on_sync(self, v: int, again: bool) -> None:
+        """A full state: the first one, or a later one (counted; a stale one is ignored)."""
+        if again and self.anomaly is not None:
+            self.anomaly("sync_again", f"{self.color}: sync v={v} after v={self.last_v}")
+        if v < self.last_v:
+            # The server went back in time: keep ignoring the events we have seen.
+            if self.anomaly is not None:
+                self.anomaly("sync_went_back", f"{self.color}: sync v={v} after v={self.last_v}")
+            return
+        self.last_v = v
+
     def _in_order(self, v: int) -> bool:
         """PROTOCOL.md: a client ignores events with a ``v`` it has seen (counted here)."""
         if v <= self.last_v:
             if self.anomaly is not None:
-                self.anomaly("duplicate_event")
+                self.anomaly("duplicate_event", f"{self.color}: v={v} after v={self.last_v}")
             return False
         if v != self.last_v + 1 and self.anomaly is not None:
-            self.anomaly("gap_in_v")
+            self.anomaly("gap_in_v", f"{self.color}: v={v} after v={self.last_v}")
         self.last_v = v
         return True
 

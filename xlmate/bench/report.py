@@ -237,7 +237,7 @@ class RunReport:
     ack_latency_ms: Latency | None = None
     errors: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)  # absorbed, e.g. duplicate v
-    error_samples: list[str] = field(default_factory=list)  # the first few, as evidence
+    samples: list[str] = field(default_factory=list)  # the first few errors/anomalies, as evidence
     games_started: int = 0
     games_finished: int = 0
     open_loop: dict[str, Any] | None = None
@@ -338,6 +338,7 @@ def format_report(report: RunReport) -> str:
                 "absorbed by the client (not errors): "
                 + ", ".join(f"{k} {v}" for k, v in sorted(report.anomalies.items()))
             )
+        lines += [f"  e.g. {sample}" for sample in report.samples[:5]]
         if report.errors:
             lines.append(
                 "errors: " + ", ".join(f"{k} {v}" for k, v in sorted(report.errors.items()))

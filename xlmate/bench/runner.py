@@ -130,9 +130,11 @@ class Stats:
         if detail is not None and len(self.samples) < MAX_SAMPLES:
             self.samples.append(f"{kind}: {detail}")
 
-    def anomaly(self, kind: str) -> None:
+    def anomaly(self, kind: str, detail: str) -> None:
         """Count something the target did that a correct client absorbs (a duplicate ``v``)."""
         self.anomalies[kind] += 1
+        if len(self.samples) < MAX_SAMPLES:
+            self.samples.append(f"{kind}: {detail}")
 
 
 # --- where the players connect ------------------------------------------------------
@@ -151,11 +153,15 @@ class AddressBook:
         self.live: Counter[tuple[str, str]] = Counter()  # (target, address) -> sockets
         self.per_target: Counter[str] = Counter()
 
-    def acquire(self, target: str) -> tuple[str, int] | None:
-        """A source address for one more socket to ``target`` (None: not a loopback target)."""
+    def acquire(self, target: str, *, bind: bool = True) -> tuple[str, int] | None:
+        """A source address for one more socket to ``target``.
+
+        None when the socket cannot choose (``bind=False``) or the target is not
+        on loopback; the socket is counted either way.
+        """
         self.per_target[target] += 1
         host = urllib.parse.urlsplit(target).hostname or ""
-        if not host.startswith("127."):
+        if not bind or not host.startswith("127."):
             return None
         for last in range(2, 255):
             address = f"127.0.0.{last}"
@@ -268,7 +274,7 @@ class ClusterPlanner(_BasePlanner):
         for url, color in zip(urls, ("white", "black"), strict=True):
             token = mint_seat_token(self.secret, game_id, color, clock=self.clock)  # type: ignore[arg-type]
             if self.config.client == "gameclient" and kind == "g":
-                self.book.acquire(url)
+                self.book.acquire(url, bind=False)  # GameClient cannot pick its address
                 link: Link = GameClientLink(url, game_id, token, color, handler)
                 self._placed[id(link)] = _Placed(url, None)
             else:
@@ -848,7 +854,7 @@ async def run(config: BenchConfig) -> RunReport:
             target.cluster.stop()
     report.errors = dict(stats.errors)
     report.anomalies = dict(stats.anomalies)
-    report.error_samples = list(stats.samples)
+    report.samples = list(stats.samples)
     report.games_started = stats.games_started
     report.games_finished = stats.games_finished
     return report
