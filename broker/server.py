@@ -59,6 +59,7 @@ log = logging.getLogger("xlmate.broker")
 
 MAX_BATCH: Final = 512
 MAX_INBOUND: Final = 64 * 1024  # bytes; zmq drops bigger frames (and their peer)
+QUEUE_LIMIT: Final = 100_000  # messages queued per peer (XSUB in, XPUB out) before zmq drops
 COMPACT_AFTER: Final = 1000  # finished games between two journal compactions
 
 
@@ -136,16 +137,13 @@ class BrokerServer:
         if cfg.curve_dir is not None:
             self._curve_pair = curve.load_pair(cfg.curve_dir, "broker")
             self._auth = curve.start_authenticator(ctx, cfg.curve_dir)
-        self.xsub = self._bind(ctx, zmq.XSUB, cfg.xsub_port)
-        self.xsub.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
-        self.xsub.setsockopt(zmq.RCVHWM, 100_000)
+        # Options are set before bind: libzmq copies them to each connection then.
+        self.xsub = self._bind(ctx, zmq.XSUB, cfg.xsub_port, {zmq.RCVHWM: QUEUE_LIMIT})
         await self.xsub.send(b"\x01")  # subscribe to every message the edges publish
-        self.xpub = self._bind(ctx, zmq.XPUB, cfg.xpub_port)
-        self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-        self.xpub.setsockopt(zmq.SNDHWM, 100_000)
-        self.router = self._bind(ctx, zmq.ROUTER, cfg.catchup_port)
-        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.xpub = self._bind(
+            ctx, zmq.XPUB, cfg.xpub_port, {zmq.SNDHWM: QUEUE_LIMIT, zmq.XPUB_VERBOSE: 1}
+        )
+        self.router = self._bind(ctx, zmq.ROUTER, cfg.catchup_port, {zmq.ROUTER_MANDATORY: 0})
         router = Router()
         router.get("/healthz", self._healthz)
         router.get("/metrics", lambda _req: metrics_response(self.registry))
@@ -173,10 +171,14 @@ class BrokerServer:
             cfg.fsync,
         )
 
-    def _bind(self, ctx: zmq.asyncio.Context, kind: int, port: int) -> zmq.asyncio.Socket:
+    def _bind(
+        self, ctx: zmq.asyncio.Context, kind: int, port: int, options: dict[int, int]
+    ) -> zmq.asyncio.Socket:
         sock = ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 200)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)  # before bind: libzmq copies options then
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
+        for option, value in options.items():
+            sock.setsockopt(option, value)
         if self._curve_pair is not None:
             curve.make_server(sock, self._curve_pair)
         sock.bind(tcp(self.config.host, port))

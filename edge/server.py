@@ -33,7 +33,7 @@ from edge.bus import BrokerUnavailable, BusClient, Reply
 from edge.discovery_client import DiscoveryClient
 from edge.pending import PendingCommands
 from edge.rooms import Room
-from edge.session import Session, TokenBucket, dumps
+from edge.session import Session, TokenBucket, client_address, dumps
 from xlmate import curve, metrics
 from xlmate.config import EdgeConfig, cluster_secret
 from xlmate.constants import (
@@ -161,7 +161,7 @@ class EdgeServer:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=2,
-            open_timeout=10,
+            open_timeout=cfg.open_timeout_s,
         )
         self._tasks = [
             asyncio.create_task(self._resend_loop()),
@@ -480,8 +480,8 @@ class EdgeServer:
         if len(self.sessions) >= self.config.capacity:
             await self._refuse(ws, CLOSE_FULL, "edge full")
             return
-        remote = ws.remote_address[0] if ws.remote_address else ""
-        if self.per_ip.get(str(remote), 0) >= self.max_per_ip:
+        remote = client_address(ws, self.config.trusted_proxies)
+        if self.per_ip.get(remote, 0) >= self.max_per_ip:
             await self._refuse(ws, CLOSE_POLICY, "too many connections from this address")
             return
         if not GAME_ID_RE.match(game_id):
@@ -502,8 +502,10 @@ class EdgeServer:
             ws,
             game_id,
             claims.color if claims else None,
+            remote=remote,
             queue_limit=QUEUE_LIMIT,
             rate=TokenBucket(RATE_PER_S, RATE_BURST, time.monotonic()),
+            on_kill=self._count_close,
         )
         self._join(session)
         try:
@@ -515,8 +517,11 @@ class EdgeServer:
             self._leave(session)
 
     async def _refuse(self, ws: ServerConnection, code: int, reason: str) -> None:
-        self._m_closes.labels(str(code)).inc()
+        self._count_close(code)
         await ws.close(code, reason)
+
+    def _count_close(self, code: int) -> None:
+        self._m_closes.labels(str(code)).inc()
 
     def _join(self, session: Session) -> None:
         assert self.bus is not None
@@ -570,13 +575,13 @@ class EdgeServer:
             else:
                 reply = await self.bus.fetch(session.game_id, since)
         except BrokerUnavailable:
-            self._m_closes.labels(str(CLOSE_INTERNAL)).inc()
+            self._count_close(CLOSE_INTERNAL)
             await session.ws.close(CLOSE_INTERNAL, "the game's broker is not reachable")
             return False
         room = self.rooms[session.game_id]
         if isinstance(reply, MissingReply):
             code = CLOSE_NO_SUCH_GAME if claims is None else CLOSE_FULL
-            self._m_closes.labels(str(code)).inc()
+            self._count_close(code)
             await session.ws.close(
                 code, "no such game" if claims is None else "no room for new games"
             )
@@ -611,7 +616,6 @@ class EdgeServer:
             else:
                 session.strikes += 1
                 if session.strikes > MAX_STRIKES:
-                    self._m_closes.labels(str(CLOSE_POLICY)).inc()
                     session.kill(CLOSE_POLICY, "flooding")
                     await session.ws.close(CLOSE_POLICY, "flooding")  # before the handler's 1000
                     return

@@ -28,6 +28,17 @@ def dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+def client_address(ws: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:
+    """The client's IP: the peer, or the last X-Forwarded-For hop if the peer is a trusted proxy."""
+    peer = str(ws.remote_address[0]) if ws.remote_address else ""
+    if peer in trusted_proxies and ws.request is not None:
+        forwarded = ws.request.headers.get("X-Forwarded-For", "")
+        hop = forwarded.rsplit(",", 1)[-1].strip()
+        if hop:
+            return hop[:64]
+    return peer
+
+
 class TokenBucket:
     """A token bucket: ``rate`` tokens a second up to ``burst``; time is an input."""
 
@@ -54,7 +65,7 @@ class Session:
         "closed",
         "game_id",
         "last_v",
-        "on_gone",
+        "on_kill",
         "queue",
         "rate",
         "remote",
@@ -69,9 +80,10 @@ class Session:
         game_id: str,
         seat: Color | None,
         *,
+        remote: str,
         queue_limit: int,
         rate: TokenBucket,
-        on_gone: Callable[[Session], None] | None = None,
+        on_kill: Callable[[int], None] | None = None,
     ) -> None:
         self.ws = ws
         self.game_id = game_id
@@ -81,9 +93,8 @@ class Session:
         self.rate = rate
         self.strikes = 0
         self.closed = False
-        self.on_gone = on_gone
-        remote = ws.remote_address
-        self.remote = str(remote[0]) if remote else ""
+        self.on_kill = on_kill  # told the close code whenever the edge closes this socket
+        self.remote = remote
         self._writer = asyncio.create_task(self._write())
 
     @property
@@ -121,6 +132,8 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        if self.on_kill is not None:
+            self.on_kill(code)
         while not self.queue.empty():
             self.queue.get_nowait()
             self.queue.task_done()

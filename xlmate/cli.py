@@ -189,6 +189,15 @@ def broker(
 @click.option("--command-timeout-ms", default=5000, show_default=True)
 @click.option("--max-per-ip", default=1000, show_default=True, help="sockets per client address")
 @click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    help="a proxy address whose X-Forwarded-For names the client (repeatable)",
+)
+@click.option(
+    "--open-timeout", default=10.0, show_default=True, help="seconds to complete a handshake"
+)
+@click.option(
     "--drop-events-every",
     default=0,
     hidden=True,
@@ -209,6 +218,8 @@ def edge(
     capacity: int,
     command_timeout_ms: int,
     max_per_ip: int,
+    trusted_proxies: tuple[str, ...],
+    open_timeout: float,
     drop_events_every: int,
     curve_dir: Path | None,
 ) -> None:
@@ -231,6 +242,8 @@ def edge(
         capacity=capacity,
         command_timeout_ms=command_timeout_ms,
         max_per_ip=max_per_ip,
+        trusted_proxies=trusted_proxies,
+        open_timeout_s=open_timeout,
         drop_events_every=drop_events_every,
         curve_dir=curve_dir,
     )

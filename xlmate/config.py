@@ -86,6 +86,8 @@ class EdgeConfig:
     heartbeat_ms: int = 1000
     capacity: int = 10_000  # connections; more are closed 1013
     max_per_ip: int = 1000  # connections per client address; more are closed 4008
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client
+    open_timeout_s: float = 10.0  # a WebSocket handshake must complete within this
     secret: str | None = None  # default XLMATE_SECRET or the development secret
     command_timeout_ms: int = 5000  # pending commands get `unavailable` after this
     request_timeout_ms: int = 2000  # open/fetch/pgn requests to the broker

@@ -56,7 +56,7 @@ BROKER_RSS_BOUND = 16 * MB  # per attack, while its ZeroMQ ports take garbage
 PLIES = 40  # the background game's length
 PACE_S = 0.05  # while an attack runs, the background game plays one move per PACE_S
 MAX_MOVE_LATENCY_S = 1.0  # a move's ack, under attack (measured: tens of ms)
-OPEN_TIMEOUT_S = 10.0  # the edge's WebSocket handshake deadline (edge/server.py open_timeout)
+OPEN_TIMEOUT_S = 3.0  # the handshake deadline given to edge A (--open-timeout; default 10 s)
 FRAME_LIMIT = 4096  # docs/protocol.md: bigger client frames are closed 1009
 RATE_PER_S = 20  # docs/protocol.md: 20 messages/s per socket, bursts of 40
 RATE_BURST = 40
@@ -93,7 +93,7 @@ def hostile(
     try:
         c.start_discovery()
         c.start_broker()
-        a = c.start_edge("eu-west", wait=False)
+        a = c.start_edge("eu-west", "--open-timeout", str(OPEN_TIMEOUT_S), wait=False)
         b = c.start_edge("us-east", wait=False)
         full = c.start_edge("ap-south", "--capacity", str(CAPACITY), wait=False)
         strict = c.start_edge("sa-east", "--max-per-ip", str(MAX_PER_IP), wait=False)
