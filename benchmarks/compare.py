@@ -482,23 +482,25 @@ def print_scaling(result: dict[str, Any]) -> None:
 
 def main() -> None:
     """Parse options, run, print, save."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", type=int, default=100)
+    parser = argparse.ArgumentParser(prog="benchmarks/run", description=__doc__.splitlines()[0])
+    parser.add_argument("--games", type=int, default=100, help="concurrent games")
     parser.add_argument("--rate", type=float, help="open loop moves/s (scaling: default 100)")
     parser.add_argument(
         "--duration", type=float, help="seconds measured (default 10; 30 with --scaling)"
     )
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--edges", type=int, default=2)
-    parser.add_argument("--targets", default="cluster,relay-redis,relay-single")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each target")
+    parser.add_argument("--edges", type=int, default=2, help="edges of the cluster")
+    parser.add_argument(
+        "--targets", default="cluster,relay-redis,relay-single", help="comma-separated subset"
+    )
     parser.add_argument(
         "--bench-arg", action="append", default=[], help="extra xlmate bench argument (repeat)"
     )
     parser.add_argument("--scaling", action="store_true", help="CPU per move vs live games")
-    parser.add_argument("--levels", default="100,1000,5000")
+    parser.add_argument("--levels", default="100,1000,5000", help="live games (--scaling)")
     parser.add_argument("--wait-quiet", type=float, default=60.0, help="max s to wait for quiet")
-    parser.add_argument("--busy-limit", type=float, default=30.0, help="quiet: under this % busy")
+    parser.add_argument("--busy-limit", type=float, default=30.0, help="quiet: under this %% busy")
     parser.add_argument("--no-save", action="store_true", help="do not write results/<date>.json")
     opts = parser.parse_args()
     if opts.duration is None:
@@ -513,14 +515,16 @@ def main() -> None:
         "machine": machine(),
         "options": vars(opts),
     }
-    if opts.scaling:
-        data["scaling"] = scaling(opts)
-        print_scaling(data["scaling"])
-    else:
-        data["compare"] = compare(opts, logdir)
-        print_compare(data["compare"])
+    try:
+        if opts.scaling:
+            data["scaling"] = scaling(opts)
+            print_scaling(data["scaling"])
+        else:
+            data["compare"] = compare(opts, logdir)
+            print_compare(data["compare"])
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
     data["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    shutil.rmtree(logdir, ignore_errors=True)
     if not opts.no_save:
         say(f"results: {write_results(data)}")
 

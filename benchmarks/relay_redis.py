@@ -71,6 +71,7 @@ class RedisRelay:
             self._deliver(message)
 
     def _deliver(self, message: dict[str, Any]) -> None:
+        """Send one Redis message to the local sockets of its game, but not to its sender."""
         room = self.rooms.get(message["channel"][5:])
         if not room:
             return

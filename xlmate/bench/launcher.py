@@ -196,6 +196,7 @@ class LocalCluster:
                 raise
 
     def _start_all(self) -> None:
+        """Start discovery and the broker, then the edges; wait until all serve and registered."""
         self._discovery_port, rep_port = free_port(), free_port()
         xsub, xpub, catchup, broker_http = free_port(), free_port(), free_port(), free_port()
         discovery = self._spawn(
@@ -272,6 +273,7 @@ class LocalCluster:
         log.info("cluster up in %s: %d edges", self.workdir, self.edges)
 
     def _spawn(self, name: str, role: str, args: list[str], health_url: str) -> Component:
+        """Start one ``xlmate`` command with its output in ``<workdir>/<name>.log``."""
         assert self.workdir is not None
         log_path = self.workdir / f"{name}.log"
         env = dict(os.environ, XLMATE_SECRET=self.secret)
@@ -290,6 +292,8 @@ class LocalCluster:
         return component
 
     def _wait_healthy(self, component: Component) -> None:
+        """Wait until the component's ``/healthz`` answers 200; fail fast if it exited."""
+
         def healthy() -> bool:
             if not component.alive():
                 raise BenchError(f"{component.name} exited early:\n{component.log_tail()}")

@@ -114,6 +114,7 @@ class ThinLink:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def _read(self, ws: ClientConnection) -> None:
+        """Read frames until the socket closes; report an unasked-for close to the handler."""
         ready, handler, loads = self._ready, self.handler, json.loads
         try:
             async for frame in ws:
@@ -164,6 +165,7 @@ class ThinLink:
         await self._send(f'{{"type":"resign","id":"{command_id}"}}')
 
     async def _send(self, text: str) -> None:
+        """Send one text frame; a closed socket is reported by the reader, not here."""
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(ConnectionClosed):
@@ -199,14 +201,17 @@ class GameClientLink:
         await self.client.connect(timeout)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
+        """Run ``coro`` in a task that is kept referenced until it ends."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _on_event(self, event: Message) -> None:
+        """GameClient's callback (versioned events only, de-duplicated by ``v``)."""
         self._spawn(self.handler(self, event))
 
     async def _command(self, payload: Message, command_id: str) -> None:
+        """Send a command and report its ack or error to the handler, like ``ThinLink`` does."""
         try:
             v = await self.client.command(payload, command_id=command_id)
         except CommandFailed as exc:

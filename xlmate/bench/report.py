@@ -262,6 +262,7 @@ class RunReport:
 
 
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """One table row: the first cell left-aligned, the others right-aligned."""
     return "  ".join(
         c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
     )
@@ -276,11 +277,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _process_table(stats: Sequence[ProcessStats]) -> str:
+    """The per-process CPU/RSS table."""
     rows = [[p.name, str(p.pid), f"{p.cpu_percent:.1f}", f"{p.rss_mib:.1f}"] for p in stats]
     return table(["process", "pid", "cpu %", "rss MiB"], rows)
 
 
 def _host_line(host: dict[str, float]) -> str:
+    """One line on how busy the machine was, and how much of it was not ours."""
     if not host:
         return ""
     return (

@@ -191,11 +191,15 @@ class Planner(Protocol):
 
 @dataclass
 class _Placed:
+    """Where a link was opened to, and from which source address."""
+
     target: str
     local_addr: tuple[str, int] | None
 
 
 class _BasePlanner:
+    """Game ids, thin links and source addresses, shared by both planners."""
+
     def __init__(self, config: BenchConfig, stats: Stats) -> None:
         self.config = config
         self.stats = stats
@@ -204,11 +208,13 @@ class _BasePlanner:
         self._placed: dict[int, _Placed] = {}
 
     def game_id(self, number: int, kind: str) -> str:
+        """A game id unique to this run: ``b<tag><kind><number>``."""
         return f"b{self.tag}{kind}{number}"
 
     def thin(
         self, target: str, game_id: str, token: str | None, color: str, handler: Handler
     ) -> Link:
+        """A ``ThinLink`` to ``target``, from a source address the book picks."""
         local = self.book.acquire(target)
         link = ThinLink(
             player_url(target, game_id, token),
@@ -222,6 +228,7 @@ class _BasePlanner:
         return link
 
     def release(self, link: Link) -> None:
+        """Give back the link's source address."""
         placed = self._placed.pop(id(link), None)
         if placed is not None:
             self.book.release(placed.target, placed.local_addr)
@@ -231,6 +238,7 @@ class RelayPlanner(_BasePlanner):
     """Players straight to relays: white on ``urls[n % k]``, black on the next one."""
 
     async def links(self, number: int, kind: str, handler: Handler) -> list[Link]:
+        """White's and black's links (not yet open) for game ``number``."""
         urls = self.config.target_urls
         game_id = self.game_id(number, kind)
         return [
@@ -266,6 +274,7 @@ class ClusterPlanner(_BasePlanner):
         return str(body["node"]["url"])
 
     async def links(self, number: int, kind: str, handler: Handler) -> list[Link]:
+        """White's and black's links (not yet open) for game ``number``."""
         game_id = self.game_id(number, kind)
         count = len(self.regions)
         regions = (self.regions[number % count], self.regions[(number + 1) % count])
@@ -351,6 +360,7 @@ class Driver:
     # --- lifecycle ------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` in a task that ``stop`` cancels if it is still running."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -411,6 +421,7 @@ class Driver:
             return
 
     async def _close_links(self, play: Play) -> None:
+        """Close a play's sockets and give back their source addresses."""
         links, play.links = play.links, []
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
         for link in links:
@@ -428,6 +439,7 @@ class Driver:
             self._spawn(self._restart(play.slot, 0.0 if finished else RESTART_DELAY_S))
 
     async def _restart(self, slot: int, delay: float) -> None:
+        """Start the slot's next game, after ``delay`` when the last one failed."""
         if delay:
             await asyncio.sleep(delay)
         await self._start(slot)
@@ -446,6 +458,7 @@ class Driver:
             await self._send_move(play)
 
     async def _send_move(self, play: Play) -> None:
+        """Send the side to move's next scripted move, if the play is ready for it."""
         if play.state is not State.READY or self.stopping:
             return
         play.state = State.IN_FLIGHT
@@ -455,11 +468,13 @@ class Driver:
         await play.mover.send_move(play.script.moves[play.ply], play.cid)
 
     async def _resend(self, play: Play, cid: str) -> None:
+        """Re-send a move the edge refused for now (``rate_limited``, ``unavailable``)."""
         await asyncio.sleep(RETRY_DELAY_S)
         if play.state is State.IN_FLIGHT and play.cid == cid:
             await play.mover.send_move(play.script.moves[play.ply], cid)
 
     async def _on_message(self, play: Play, link: Link, message: Message) -> None:
+        """Every message a play's link receives after its first state frame."""
         if play.state is State.DONE:
             return
         kind = message.get("type")
@@ -490,9 +505,11 @@ class Driver:
 
     @staticmethod
     def _last_move_in_flight(play: Play) -> bool:
+        """Whether the move in flight is the last of a script that ends the game."""
         return play.script.ends_itself and play.ply == len(play.script.moves) - 1
 
     async def _on_move(self, play: Play, link: Link, message: Message) -> None:
+        """The opponent received a move: measure it, then advance, finish or resign."""
         now = time.perf_counter()
         if (
             play.state is not State.IN_FLIGHT
@@ -522,6 +539,7 @@ class Driver:
             await link.send_resign(play.cid)
 
     def _on_error(self, play: Play, link: Link, message: Message) -> None:
+        """An ``error`` frame: retry what can be retried, give up on the play otherwise."""
         code = str(message.get("code"))
         cid = message.get("id")
         self.stats.error(f"error:{code}", f"game {play.number} at {link.color}: {message}")
@@ -588,6 +606,7 @@ class IdlePool:
         await asyncio.gather(*(self._open_game(seats) for seats in games))
 
     async def _open_game(self, seats: int) -> None:
+        """Open the sockets of one idle game (``seats`` of them)."""
         number = next(self._numbers)
         async with self._sem:
             try:
@@ -644,6 +663,8 @@ async def _progress(stats: Stats, started: float) -> None:
 
 @dataclass
 class _Target:
+    """What a run drives: its planner, the processes to report, edge URLs to names."""
+
     planner: Planner
     watched: list[Watched]
     edge_urls: dict[str, str]  # WebSocket base URL -> watched process name
@@ -652,6 +673,7 @@ class _Target:
 
 
 def _parse_watch(config: BenchConfig) -> tuple[list[Watched], dict[str, str]]:
+    """``--watch`` entries as watched processes, and relay URLs to their names."""
     watched, urls = [], {}
     for name, pid in config.watch:
         base, _, url = name.partition("@")
@@ -676,6 +698,7 @@ def _regions_of(discovery_url: str, fallback: Sequence[str]) -> list[str]:
 
 
 def _target(config: BenchConfig, stats: Stats) -> _Target:
+    """Set up the target of ``config`` (starting a cluster if asked to)."""
     watched, urls = _parse_watch(config)
     watched.insert(0, myself())
     if config.target == "relay":
@@ -723,6 +746,7 @@ def _target(config: BenchConfig, stats: Stats) -> _Target:
 
 
 def _scenario(config: BenchConfig) -> dict[str, Any]:
+    """The scenario part of the report."""
     return {
         "mode": config.mode,
         "games": config.games,
