@@ -23,7 +23,17 @@ MAX_HELD: Final = 256  # early events held while a gap is fetched
 class Room:
     """One game's local sockets and delivery state."""
 
-    __slots__ = ("fetching", "game_id", "held", "lagging", "last_v", "ring", "sessions", "stale")
+    __slots__ = (
+        "fetching",
+        "game_id",
+        "held",
+        "lagging",
+        "last_v",
+        "rewound",
+        "ring",
+        "sessions",
+        "stale",
+    )
 
     def __init__(self, game_id: str) -> None:
         self.game_id = game_id
@@ -34,6 +44,7 @@ class Room:
         self.fetching = False
         self.stale = False  # a fetch is wanted again once the current one ends
         self.lagging: set[Session] = set()  # sessions the ring cannot catch up: need a sync
+        self.rewound = False  # the broker went back in v: the next full state goes to all
 
     # --- membership -------------------------------------------------------
 

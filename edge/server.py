@@ -341,19 +341,28 @@ class EdgeServer:
 
     def _apply_to_room(self, room: Room, reply: Reply) -> None:
         if isinstance(reply, EventsReply):
-            first = reply.v - len(reply.evs) + 1
-            if room.last_v is None or reply.v < room.last_v:
-                room.stale = True  # no base yet, or the broker went back: take its full state
-                if room.last_v is not None:
-                    room.last_v = None
-                return
-            room.on_events(first, reply.evs)
+            if room.last_v is None:
+                room.stale = True  # no base yet: take the full state
+            elif reply.v < room.last_v:
+                # The broker went back (its journal lost acked events: fsync=never and a
+                # power loss). Take its full state and give it to every socket.
+                log.error(
+                    "broker for game %s went back from v%d to v%d",
+                    room.game_id,
+                    room.last_v,
+                    reply.v,
+                )
+                room.rewound, room.last_v, room.stale = True, None, True
+            else:
+                room.on_events(reply.v - len(reply.evs) + 1, reply.evs)
         elif isinstance(reply, StateReply):
-            if room.last_v != reply.v:
+            rewound, room.rewound = room.rewound, False
+            if room.last_v is None or reply.v > room.last_v or rewound:
                 room.reset(reply.v)
                 for session in room.sessions:
                     if session.last_v is not None:
-                        self._send_sync(session, reply)
+                        self._send_sync(session, reply, force=rewound)
+            # else: the state is older than what the room already delivered: nothing new
         elif isinstance(reply, MissingReply):
             for session in list(room.sessions):
                 session.kill(CLOSE_NO_SUCH_GAME, "no such game")
@@ -364,26 +373,43 @@ class EdgeServer:
             if not session.closed:
                 asyncio.get_running_loop().create_task(self._send_fresh_sync(session))
 
-    def _send_sync(self, session: Session, reply: StateReply) -> None:
+    def _send_sync(self, session: Session, reply: StateReply, *, force: bool = False) -> None:
+        """Send a full state, unless the socket already has that version or a newer one.
+
+        ``force`` sends it anyway (the client asked, or the broker went back).
+        """
+        if not force and session.last_v is not None and reply.v <= session.last_v:
+            return
         session.last_v = reply.v
         session.send(dumps({**reply.sync, "you": session.you}))
 
-    async def _send_fresh_sync(self, session: Session) -> None:
-        """Answer ``{"type":"sync"}`` or repair a session: full state, then what followed."""
+    async def _send_fresh_sync(self, session: Session, *, asked: bool = False) -> None:
+        """Answer ``{"type":"sync"}`` (``asked``) or repair a lagging socket.
+
+        The state travels on another socket than the events, so it can be older
+        than events the socket already got: ask again (a few times) rather than
+        send a state that goes back in ``v``.
+        """
         assert self.bus is not None
-        try:
-            reply = await self.bus.fetch(session.game_id, None)
-        except BrokerUnavailable:
-            self._error(session, UNAVAILABLE, "the game's broker is not reachable", None)
-            return
-        if isinstance(reply, StateReply):
-            room = self.rooms.get(session.game_id)
-            if room is not None and room.last_v is not None and room.last_v < reply.v:
-                self._want_fetch(room)
-            self._send_sync(session, reply)
-            if room is not None and not room.catch_up(session):
-                room.lagging.add(session)
-                self._want_fetch(room)
+        reply: Reply | None = None
+        for _ in range(3):
+            try:
+                reply = await self.bus.fetch(session.game_id, None)
+            except BrokerUnavailable:
+                self._error(session, UNAVAILABLE, "the game's broker is not reachable", None)
+                return
+            if not isinstance(reply, StateReply):
+                return
+            if session.last_v is None or reply.v >= session.last_v:
+                break
+        assert isinstance(reply, StateReply)
+        room = self.rooms.get(session.game_id)
+        if room is not None and room.last_v is not None and room.last_v < reply.v:
+            self._want_fetch(room)
+        self._send_sync(session, reply, force=asked)
+        if room is not None and not room.catch_up(session):
+            room.lagging.add(session)
+            self._want_fetch(room)
 
     # --- presence ---------------------------------------------------------------
 
@@ -635,7 +661,7 @@ class EdgeServer:
             elif isinstance(message, Ping):
                 session.send(b'{"type":"pong"}')
             elif isinstance(message, SyncRequest):
-                asyncio.get_running_loop().create_task(self._send_fresh_sync(session))
+                asyncio.get_running_loop().create_task(self._send_fresh_sync(session, asked=True))
 
     # --- HTTP ---------------------------------------------------------------------------
 

@@ -158,6 +158,7 @@ class GameClient:
         self.events: list[dict[str, Any]] = []  # every versioned event, in order, once
         self.connected_to: str | None = None
         self.connections = 0
+        self.rewinds = 0  # syncs older than what we had seen (a server bug if ever > 0)
         self._rng = random.Random(seed)
         self._prefix = secrets.token_hex(3)
         self._ids = itertools.count(1)
@@ -361,6 +362,8 @@ class GameClient:
     def _on_frame(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "sync":
+            if self.model.synced and int(message["v"]) < self.model.v:
+                self.rewinds += 1  # the server went back in v: it should never happen
             self.model.apply_sync(message)
         elif kind in VERSIONED:
             v = int(message["v"])

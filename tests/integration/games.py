@@ -52,6 +52,7 @@ async def play(white: GameClient, black: GameClient, moves: list[str], played: P
 
 def assert_clean_history(client: GameClient, expected_moves: list[str]) -> None:
     """The client saw v = 1..N once each, in order, and exactly the expected moves."""
+    assert client.rewinds == 0, "a sync went back in v"
     versions = [e["v"] for e in client.events]
     assert versions == list(range(1, len(versions) + 1)), f"gap or duplicate: {versions}"
     seen = [e["uci"] for e in client.events if e["type"] == "move"]

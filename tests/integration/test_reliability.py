@@ -313,3 +313,34 @@ async def test_discovery_restart_loses_nothing(eu_cluster: Cluster) -> None:
 
     await eventually(all_back, 5.0, "edges to re-register")
     print(f"edges re-registered {time.monotonic() - restarted:.2f}s after discovery restarted")
+
+
+async def test_many_games_starting_at_once_never_go_back_in_v(cluster: Cluster) -> None:
+    """Thirty games whose players join and move at once on one edge: no sync older than seen."""
+    cluster.start_broker()
+    edge = cluster.start_edge("eu-west")
+    games = [cluster.new_game() for _ in range(30)]
+    clients: list[GameClient] = []
+    for game in games:
+        for color in ("white", "black"):
+            clients.append(
+                GameClient(game["gameId"], token=game[color]["token"], edge_url=edge.url)
+            )
+    try:
+        await asyncio.gather(*(client.connect() for client in clients))
+        scripts = [random_game(seed=100 + i, plies=6) for i in range(len(games))]
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    play(clients[2 * i], clients[2 * i + 1], moves, Played())
+                    for i, moves in enumerate(scripts)
+                )
+            ),
+            60,
+        )
+        for i, moves in enumerate(scripts):
+            for client in clients[2 * i : 2 * i + 2]:
+                await client.wait_for_v(len(moves))
+                assert_clean_history(client, moves)
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
