@@ -46,6 +46,7 @@ log = logging.getLogger("xlmate.edge.bus")
 
 MAX_INBOUND: Final = 8 * 1024 * 1024
 MAX_REQUESTS_IN_FLIGHT: Final = 10_000
+MAX_DRAIN: Final = 256  # SUB messages handled per wake-up before yielding to the loop
 
 
 class BrokerUnavailable(XLMateError):
@@ -97,6 +98,10 @@ class BusClient:
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.SNDHWM, MAX_REQUESTS_IN_FLIGHT)
         self.dealer.connect(tcp(config.broker_host, config.broker_catchup_port))
+        # Plain sockets sharing the same libzmq sockets: non-blocking sends and the
+        # draining of already-queued messages need no future per message.
+        self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.pub.underlying)
+        self._sub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.sub.underlying)
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._subscriptions: dict[str, int] = {}
@@ -132,7 +137,7 @@ class BusClient:
     def publish(self, topic: bytes, body: bytes) -> None:
         """Send on PUB; never blocks (PUB drops at the high-water mark: callers re-send)."""
         try:
-            self.pub.send_multipart([topic, body], flags=zmq.NOBLOCK)
+            self._pub_now.send_multipart([topic, body], flags=zmq.NOBLOCK)
         except zmq.Again:
             log.warning("PUB high-water mark reached; a message was dropped")
 
@@ -203,25 +208,34 @@ class BusClient:
     # --- reading --------------------------------------------------------------------
 
     async def _read_sub(self) -> None:
-        sub = self.sub
+        sub, sub_now = self.sub, self._sub_now
         while True:
-            frames = await sub.recv_multipart()
-            if len(frames) != 2:
-                self._on_bad_frame()
-                continue
-            try:
-                message = decode(frames[1])
-            except WireError:
-                self._on_bad_frame()
-                continue
-            if self._drop_every and isinstance(message, EventMsg):
-                self._events_seen += 1
-                if self._events_seen % self._drop_every == 0:
-                    continue  # fault injection: PUB/SUB may drop any message
-            try:
-                self._on_message(frames[0], message)
-            except Exception:
-                log.exception("handling a bus message failed")
+            self._on_frames(await sub.recv_multipart())
+            for _ in range(MAX_DRAIN):  # then what is already queued, without a future each
+                try:
+                    frames = sub_now.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_frames(frames)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        """Decode one SUB message and hand it on; garbage is counted and dropped."""
+        if len(frames) != 2:
+            self._on_bad_frame()
+            return
+        try:
+            message = decode(frames[1])
+        except WireError:
+            self._on_bad_frame()
+            return
+        if self._drop_every and isinstance(message, EventMsg):
+            self._events_seen += 1
+            if self._events_seen % self._drop_every == 0:
+                return  # fault injection: PUB/SUB may drop any message
+        try:
+            self._on_message(frames[0], message)
+        except Exception:
+            log.exception("handling a bus message failed")
 
     async def _read_dealer(self) -> None:
         dealer = self.dealer

@@ -162,6 +162,9 @@ class EdgeServer:
             ping_timeout=20,
             close_timeout=2,
             open_timeout=cfg.open_timeout_s,
+            # Events are small JSON encoded once for every socket; per-socket deflate
+            # would compress each again (CPU) and cost ~40 KiB of zlib state per socket.
+            compression=None,
         )
         self._tasks = [
             asyncio.create_task(self._resend_loop()),

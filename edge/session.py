@@ -1,9 +1,16 @@
 """One client WebSocket: its seat, its last delivered ``v``, its bounded outbox.
 
-The edge never awaits a client inside the fan-out: ``send`` puts the frame
-(shared ``bytes``, encoded once at the broker) on a bounded queue that a
-writer task drains.  A client that lets its queue fill up is a slow consumer
-and is closed with 4008, so it can neither grow memory nor delay anyone.
+The edge never awaits a client inside the fan-out.  ``send`` writes the frame
+(shared ``bytes``, encoded once at the broker) straight to the connection
+while its transport keeps up; once the transport is backed up (or a write is
+in progress) frames go on a bounded queue that a writer task drains with flow
+control.  A client that lets that queue fill up is a slow consumer and is
+closed with 4008, so it can neither grow memory nor delay anyone.
+
+The direct path uses the ``websockets`` Sans-I/O protocol of the connection
+(``protocol.send_text`` then ``send_data``), exactly what ``Connection.send``
+does inside its send context, minus one coroutine and one task switch per
+frame; the project pins ``websockets`` to a major version for that reason.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from xlmate.constants import CLOSE_POLICY, Color
 
@@ -62,6 +70,7 @@ class Session:
 
     __slots__ = (
         "_writer",
+        "_writing",
         "closed",
         "game_id",
         "last_v",
@@ -93,6 +102,7 @@ class Session:
         self.rate = rate
         self.strikes = 0
         self.closed = False
+        self._writing = False  # the writer task holds a frame: keep order, queue behind it
         self.on_kill = on_kill  # told the close code whenever the edge closes this socket
         self.remote = remote
         self._writer = asyncio.create_task(self._write())
@@ -103,8 +113,20 @@ class Session:
         return self.seat or "spectator"
 
     def send(self, data: bytes) -> None:
-        """Queue one text frame; a full queue closes the socket with 4008."""
+        """Send one text frame now, or queue it; a full queue closes the socket with 4008."""
         if self.closed:
+            return
+        ws = self.ws
+        if (
+            not (self._writing or ws.paused)
+            and self.queue.empty()
+            and ws.protocol.state is State.OPEN
+        ):
+            try:
+                ws.protocol.send_text(data)
+                ws.send_data()
+            except Exception:  # the transport went away under us: the reader will see it
+                self.closed = True
             return
         try:
             self.queue.put_nowait(data)
@@ -149,9 +171,11 @@ class Session:
         try:
             while True:
                 data = await queue.get()
+                self._writing = True
                 try:
                     await ws.send(data, text=True)
                 finally:
+                    self._writing = False
                     queue.task_done()
         except ConnectionClosed:
             self.closed = True
