@@ -95,8 +95,13 @@ class Journal:
         self.directory = directory
         self.path = directory / JOURNAL_NAME
         self._fd: int | None = None
-        self.dirty = False  # written since the last fsync
-        self.bytes_written = 0
+        self.bytes_written = 0  # appended since open
+        self.bytes_synced = 0  # of those, known to be on disk
+
+    @property
+    def dirty(self) -> bool:
+        """Something was appended since the last completed fsync."""
+        return self.bytes_written != self.bytes_synced
 
     def load(self) -> list[dict[str, Any]]:
         """Read every intact record; cut a torn or corrupt tail off the file."""
@@ -121,6 +126,7 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.bytes_written = self.bytes_synced = 0
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Write a batch of records with one system call."""
@@ -132,14 +138,19 @@ class Journal:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
-        self.dirty = True
         self.bytes_written += len(data)
 
     def sync(self) -> None:
-        """fsync what was appended since the last sync."""
-        if self._fd is not None and self.dirty:
-            os.fsync(self._fd)
-            self.dirty = False
+        """fsync what was appended before this call.
+
+        Safe to run in a worker thread while the event loop appends more: only
+        the bytes written before the fsync started are counted as synced.
+        """
+        target = self.bytes_written
+        fd = self._fd
+        if fd is not None and target != self.bytes_synced:
+            os.fsync(fd)
+            self.bytes_synced = max(self.bytes_synced, target)
 
     def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
         """Atomically replace the journal with ``records`` (compaction)."""

@@ -82,6 +82,20 @@ class _AuthorityCounters(Collector):
             yield CounterMetricFamily(f"xlmate_broker_{name}", doc, value=value)
 
 
+def _send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    """A non-blocking send through the asyncio socket.
+
+    Not through a shadow socket: the asyncio wrapper re-checks its pending
+    receives after a send, which keeps the loops reading these sockets awake
+    (libzmq's descriptor is edge-triggered).  XPUB and ROUTER never block: at the
+    high-water mark, or for a ROUTER peer that is gone, the message is dropped
+    (PUB/SUB may drop anything; edges re-fetch and re-send).
+    """
+    sent = asyncio.ensure_future(sock.send_multipart(frames, flags=zmq.NOBLOCK))
+    if sent.done() and sent.exception() is not None:
+        log.debug("dropped an outgoing message: %s", sent.exception())
+
+
 def wall_ms() -> int:
     """Broker time: wall-clock milliseconds (journaled, so it must survive restarts)."""
     return time.time_ns() // 1_000_000
@@ -125,6 +139,9 @@ class BrokerServer:
         self._closing = False
         self._last_now = 0
         self._timer_wake = asyncio.Event()
+        self._outbox: list[tuple[zmq.asyncio.Socket, list[bytes]]] = []  # waiting for fsync
+        self._durable = asyncio.Event()  # the outbox has something
+        self._syncing = False  # an fsync runs in a worker thread
         self._finished_since_compaction = 0
 
     # --- lifecycle ------------------------------------------------------------
@@ -151,6 +168,7 @@ class BrokerServer:
             refuse_websocket, cfg.host, cfg.http_port, process_request=router.process_request
         )
         loops = [
+            self._durability_loop(),
             self._command_loop(),
             self._subscription_loop(),
             self._catchup_loop(),
@@ -170,6 +188,11 @@ class BrokerServer:
             len(self.authority.games),
             cfg.fsync,
         )
+
+    @staticmethod
+    def _now_socket(sock: zmq.asyncio.Socket) -> zmq.Socket[bytes]:
+        """A plain socket on the same libzmq socket: non-blocking I/O with no future."""
+        return zmq.Socket.shadow(sock.underlying)
 
     def _bind(
         self, ctx: zmq.asyncio.Context, kind: int, port: int, options: dict[int, int]
@@ -210,7 +233,10 @@ class BrokerServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.wait_closed()
-        self.journal.close()
+        self.journal.close()  # syncs: what waited for an fsync can go out now
+        for target, frames in self._outbox:
+            _send_now(target, frames)
+        self._outbox.clear()
         for sock in self._sockets:
             sock.close(linger=200)
         if self._auth is not None:
@@ -263,19 +289,19 @@ class BrokerServer:
         return now
 
     async def _command_loop(self) -> None:
-        xsub = self.xsub
+        xsub, xsub_now = self.xsub, self._now_socket(self.xsub)
         while True:
             frames = await xsub.recv_multipart()
             batch = Batch()
             now = self._now()
             self._on_bus(frames, now, batch)
-            for _ in range(MAX_BATCH - 1):
+            for _ in range(MAX_BATCH - 1):  # group what is already queued into one commit
                 try:
-                    frames = await xsub.recv_multipart(flags=zmq.NOBLOCK)
+                    frames = xsub_now.recv_multipart(flags=zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._on_bus(frames, now, batch)
-            await self._commit(batch, now)
+            self._commit(batch, now)
 
     def _on_bus(self, frames: list[bytes], now: int, batch: Batch) -> None:
         if len(frames) != 2:
@@ -295,27 +321,62 @@ class BrokerServer:
         else:
             self._m_bad.labels("xsub").inc()
 
-    async def _commit(self, batch: Batch, now: int) -> None:
-        """Journal, sync per policy, then publish; archive games that ended."""
+    def _commit(self, batch: Batch, now: int, replies: list[list[bytes]] | None = None) -> None:
+        """Journal the batch, then publish its frames (and send ``replies``) once durable."""
         if batch.records:
             self.journal.append(batch.records)
-            if self.config.fsync == "always":
-                started = time.perf_counter()
-                self.journal.sync()
-                self._m_fsync.observe(time.perf_counter() - started)
             self._m_batches.inc()
-        xpub = self.xpub
         for frames in batch.frames:
-            await xpub.send_multipart(frames)
+            self._send(self.xpub, frames)
+        for frames in replies or ():
+            self._send(self.router, frames)
         if batch.finished:
             ends = [self.authority.finish(game_id, now) for game_id in batch.finished]
             self.journal.append(r for r in ends if r is not None)
             self._finished_since_compaction += len(ends)
-            if self._finished_since_compaction >= COMPACT_AFTER:
-                self._compact()
+        if self._finished_since_compaction >= COMPACT_AFTER and not self._syncing:
+            self._compact()  # (never under a running fsync: compaction swaps the file)
         deadline = self.authority.next_deadline()
         if deadline is not None and deadline < self._timer_target:
             self._timer_wake.set()
+
+    def _send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+        """Send now, or (policy ``always``) after the fsync of what was journaled before.
+
+        Everything goes out in order: once one message waits for an fsync, every
+        later one waits behind it, so nothing overtakes an event not yet on disk
+        (not a duplicate's ack, not a head, not a catch-up reply that includes it).
+        """
+        if self.config.fsync == "always" and (self._outbox or self.journal.dirty):
+            self._outbox.append((sock, frames))
+            self._durable.set()
+            return
+        _send_now(sock, frames)
+
+    async def _durability_loop(self) -> None:
+        """Group commit: fsync in a worker thread, then send what waited for it.
+
+        While one fsync runs, the loop keeps applying commands; their records
+        and messages wait for the next fsync, which covers them all at once.
+        """
+        while True:
+            await self._durable.wait()
+            self._durable.clear()
+            waiting, self._outbox = self._outbox, []
+            if self.journal.dirty:
+                started = time.perf_counter()
+                self._syncing = True
+                try:
+                    await asyncio.to_thread(self.journal.sync)
+                finally:
+                    self._syncing = False
+                self._m_fsync.observe(time.perf_counter() - started)
+            for sock, frames in waiting:
+                _send_now(sock, frames)
+            if self._outbox:
+                self._durable.set()
+            elif self._finished_since_compaction >= COMPACT_AFTER:
+                self._compact()
 
     _timer_target: int = 0
 
@@ -325,7 +386,7 @@ class BrokerServer:
             batch = Batch()
             self.authority.due(now, batch)
             if batch.records or batch.frames:
-                await self._commit(batch, now)
+                self._commit(batch, now)
             deadline = self.authority.next_deadline()
             delay_ms = 500 if deadline is None else min(500, max(0, deadline - self._now()))
             self._timer_target = self._now() + delay_ms
@@ -337,12 +398,12 @@ class BrokerServer:
         xpub = self.xpub
         while True:
             frame = await xpub.recv()
-            if frame[:1] != b"\x01" or not frame.startswith(b"\x01game:"):
+            if not frame.startswith(b"\x01game:"):
                 continue
             game_id = frame[6:].decode(errors="replace")
             head = self.authority.head(game_id)
             if head is not None:
-                await xpub.send_multipart([frame[1:], head])
+                self._send(self.xpub, [frame[1:], head])
 
     async def _catchup_loop(self) -> None:
         router = self.router
@@ -369,19 +430,17 @@ class BrokerServer:
             else:
                 self._m_bad.labels("router").inc()
                 continue
-            await self._commit(batch, now)
-            await router.send_multipart([identity, encode(reply)])
+            self._commit(batch, now, [[identity, encode(reply)]])
 
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_ms / 1000
         while True:
             now = self._now()
-            await self.xpub.send_multipart([CTL_TOPIC, encode(BrokerBeat(ep=self.epoch, t=now))])
             batch = Batch()
+            batch.publish(CTL_TOPIC, encode(BrokerBeat(ep=self.epoch, t=now)))
             self.authority.expire_edges(now, batch)
             self.authority.trailing_heads(batch)
-            if batch.frames:
-                await self._commit(batch, now)
+            self._commit(batch, now)
             await asyncio.sleep(interval)
 
     async def _fsync_loop(self) -> None:
