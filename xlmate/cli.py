@@ -51,6 +51,14 @@ def _warn_dev_secret() -> None:
         )
 
 
+curve_option = click.option(
+    "--curve-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="XLMATE_CURVE_DIR",
+    help="encrypt and authenticate the ZeroMQ sockets with the keys of `xlmate keys DIR`",
+)
+
+
 @click.group()
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning, error")
 @click.version_option(package_name="xlmate-realtime")
@@ -60,12 +68,7 @@ def cli(log_level: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "--curve-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="XLMATE_CURVE_DIR",
-    help="encrypt and authenticate the ZeroMQ sockets with the keys of `xlmate keys DIR`",
-)
+@curve_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP API address")
 @click.option("--port", default=8100, show_default=True, help="HTTP API port")
 @click.option("--rep-host", default="127.0.0.1", show_default=True, help="heartbeat REP address")
@@ -99,12 +102,7 @@ def discovery(
 
 
 @cli.command()
-@click.option(
-    "--curve-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="XLMATE_CURVE_DIR",
-    help="encrypt and authenticate the ZeroMQ sockets with the keys of `xlmate keys DIR`",
-)
+@curve_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="address of all sockets")
 @click.option("--xsub-port", default=5555, show_default=True, help="commands in (edges' PUB)")
 @click.option("--xpub-port", default=5556, show_default=True, help="events out (edges' SUB)")
@@ -163,12 +161,7 @@ def broker(
 
 
 @cli.command()
-@click.option(
-    "--curve-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="XLMATE_CURVE_DIR",
-    help="encrypt and authenticate the ZeroMQ sockets with the keys of `xlmate keys DIR`",
-)
+@curve_option
 @click.option("--region", required=True, help="this edge's region, e.g. eu-west")
 @click.option("--host", default="127.0.0.1", show_default=True, help="WebSocket/HTTP address")
 @click.option("--port", default=8101, show_default=True, help="WebSocket/HTTP port")

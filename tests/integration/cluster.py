@@ -67,10 +67,12 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 async def eventually(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """``wait_until`` for async tests: polls without blocking the event loop."""
+    """Poll ``condition`` (sync or async) until truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
         if result:
             return result
         if time.monotonic() > deadline:

@@ -6,13 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,27 +16,12 @@ import zmq.asyncio
 
 from discovery.heartbeat import Heartbeat
 from edge.discovery_client import DiscoveryClient
+from tests.integration.cluster import eventually, free_port, http_get, wait_until
+
+__all__ = ["eventually", "free_port", "get_json", "http_get", "wait_until"]
 
 XLMATE = Path(sys.executable).parent / "xlmate"
 POLL_S = 0.02
-
-
-def free_port() -> int:
-    """A TCP port that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
-    """GET ``url`` -> (status, body); a connection error is status 0."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
 
 
 async def get_json(url: str) -> tuple[int, Any]:
@@ -51,32 +31,6 @@ async def get_json(url: str) -> tuple[int, Any]:
         return status, json.loads(body)
     except ValueError:
         return status, None
-
-
-async def eventually(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` (sync or async) until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(POLL_S)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """``eventually`` for synchronous code (fixtures)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(POLL_S)
 
 
 @dataclass
