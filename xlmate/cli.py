@@ -43,12 +43,14 @@ def _run(coro_main: object) -> None:
 
 
 def _warn_dev_secret() -> None:
-    _, is_dev = cluster_secret()
+    secret, is_dev = cluster_secret()
     if is_dev:
         log.warning(
             "XLMATE_SECRET is not set: using the fixed DEVELOPMENT secret; "
             "anyone can mint seat tokens. Set XLMATE_SECRET in production."
         )
+    elif len(secret.encode()) < 32:
+        log.warning("XLMATE_SECRET is shorter than 32 bytes: HS256 wants at least 32 random bytes")
 
 
 curve_option = click.option(

@@ -133,7 +133,7 @@ async def test_tokens_and_unknown_games_get_their_close_codes(full_cluster: Clus
     url = c.edges[0].url
     game = c.new_game()
     other = c.new_game()
-    forged = mint_seat_token("not-the-cluster-secret", game["gameId"], "white")
+    forged = mint_seat_token("not-the-cluster-secret-but-as-long-as-one", game["gameId"], "white")
     expired = mint_seat_token(SECRET, game["gameId"], "white", expires_at=1)
     cases = [
         (f"{url}/v1/games/{game['gameId']}/ws?token=garbage", 4001),
