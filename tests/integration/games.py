@@ -7,7 +7,21 @@ from dataclasses import dataclass, field
 
 import chess
 
+from tests.integration.cluster import SECRET
 from xlmate.client import GameClient
+from xlmate.tokens import Clock, mint_seat_token, new_game_id
+
+TEN_MINUTES = Clock(600, 0)
+
+
+def mint_game(
+    clock: Clock = TEN_MINUTES, *, white_id: str | None = None, black_id: str | None = None
+) -> tuple[str, str, str]:
+    """A fresh game id and its white and black seat tokens (signed with the tests' secret)."""
+    gid = new_game_id()
+    white = mint_seat_token(SECRET, gid, "white", player_id=white_id, clock=clock)
+    black = mint_seat_token(SECRET, gid, "black", player_id=black_id, clock=clock)
+    return gid, white, black
 
 
 def random_game(seed: int, plies: int) -> list[str]:

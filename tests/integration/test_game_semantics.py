@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,47 +22,16 @@ import chess
 import chess.pgn
 import pytest
 
-from tests.integration.cluster import SECRET, Cluster, Edge, http_get, http_json
+from tests.integration.cluster import Cluster, Edge, http_get, http_json
+from tests.integration.games import mint_game
 from xlmate.client import CommandFailed, GameClient
-from xlmate.tokens import Clock, mint_seat_token, new_game_id
+from xlmate.tokens import Clock
 
 LONG = Clock(600, 0)
 KNIGHT_SHUFFLE = ["g1f3", "g8f6", "f3g1", "f6g8"] * 2
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One broker and three edges (eu-west, us-east, ap-south) for the whole module."""
-    c = Cluster(tmp_path_factory.mktemp("semantics"))
-    try:
-        c.start_broker()
-        for region in ("eu-west", "us-east", "ap-south"):
-            c.start_edge(region)
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def semantics(shared: Cluster, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The shared cluster; its logs are printed when the test using it fails."""
-    yield shared
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(shared.logs())
-
-
-def mint_game(
-    clock: Clock = LONG, *, white_id: str | None = None, black_id: str | None = None
-) -> tuple[str, str, str]:
-    """A fresh game id and its white and black seat tokens."""
-    gid = new_game_id()
-    white = mint_seat_token(SECRET, gid, "white", player_id=white_id, clock=clock)
-    black = mint_seat_token(SECRET, gid, "black", player_id=black_id, clock=clock)
-    return gid, white, black
 
 
 def stamper(arrivals: dict[int, float]) -> Callable[[dict[str, Any]], None]:
@@ -123,9 +92,9 @@ def fen_after(moves: list[str]) -> str:
 # --------------------------------------------------------------------------- clocks
 
 
-async def test_flag_falls_on_its_own_by_the_brokers_timer(semantics: Cluster) -> None:
+async def test_flag_falls_on_its_own_by_the_brokers_timer(shared_cluster: Cluster) -> None:
     """With 2+0 and nobody moving, the broker alone flags white: 0-1 timeout, clocks frozen."""
-    c = semantics
+    c = shared_cluster
     eu, us, ap = c.edges
     gid, white_token, black_token = mint_game(Clock(2, 0))
     arrivals: dict[int, float] = {}
@@ -257,9 +226,9 @@ async def test_abort_when_a_side_never_makes_its_first_move(cluster: Cluster) ->
 # --------------------------------------------------------------------------- endings by players
 
 
-async def test_resignation_ends_the_game_for_everyone(semantics: Cluster) -> None:
+async def test_resignation_ends_the_game_for_everyone(shared_cluster: Cluster) -> None:
     """Black resigns after 1.e4: both sides and a spectator see 1-0 resign with the same v."""
-    c = semantics
+    c = shared_cluster
     eu, us, ap = c.edges
     gid, white_token, black_token = mint_game()
     async with (
@@ -280,10 +249,10 @@ async def test_resignation_ends_the_game_for_everyone(semantics: Cluster) -> Non
 
 
 async def test_every_command_on_a_finished_game_is_refused_with_game_over(
-    semantics: Cluster,
+    shared_cluster: Cluster,
 ) -> None:
     """After a resignation every move, resign, draw and takeback command gets error game_over."""
-    c = semantics
+    c = shared_cluster
     eu, us, _ = c.edges
     gid, white_token, black_token = mint_game()
     async with (
@@ -307,9 +276,9 @@ async def test_every_command_on_a_finished_game_is_refused_with_game_over(
         assert state["v"] == 3 and state["moves"] == ["e2e4", "e7e5"]
 
 
-async def test_draw_offer_declined_then_accepted(semantics: Cluster) -> None:
+async def test_draw_offer_declined_then_accepted(shared_cluster: Cluster) -> None:
     """A draw offer is seen by both sides (same v) and in sync; declined, then agreed 1/2-1/2."""
-    c = semantics
+    c = shared_cluster
     eu, us, ap = c.edges
     gid, white_token, black_token = mint_game()
     async with (
@@ -351,9 +320,11 @@ async def test_draw_offer_declined_then_accepted(semantics: Cluster) -> None:
         assert (await game_pgn(ap, gid))[1].headers["Result"] == "1/2-1/2"
 
 
-async def test_takeback_declined_then_accepted_shrinks_everyones_moves(semantics: Cluster) -> None:
+async def test_takeback_declined_then_accepted_shrinks_everyones_moves(
+    shared_cluster: Cluster,
+) -> None:
     """A takeback is declined, then accepted (one ply, then two): every move list shrinks."""
-    c = semantics
+    c = shared_cluster
     eu, us, ap = c.edges
     gid, white_token, black_token = mint_game()
     async with (
@@ -396,9 +367,9 @@ async def test_takeback_declined_then_accepted_shrinks_everyones_moves(semantics
         assert white.model.moves == ["e2e4", "e7e5", "d2d4"]
 
 
-async def test_answering_an_offer_that_does_not_stand_is_no_offer(semantics: Cluster) -> None:
+async def test_answering_an_offer_that_does_not_stand_is_no_offer(shared_cluster: Cluster) -> None:
     """accept/decline without the opponent's offer (none, your own, a lapsed one) is no_offer."""
-    c = semantics
+    c = shared_cluster
     eu, us, _ = c.edges
     gid, white_token, black_token = mint_game()
     async with (
@@ -421,9 +392,9 @@ async def test_answering_an_offer_that_does_not_stand_is_no_offer(semantics: Clu
         assert state["v"] == v and white.model.v == v and black.model.status == "started"
 
 
-async def test_threefold_repetition_ends_the_game_automatically(semantics: Cluster) -> None:
+async def test_threefold_repetition_ends_the_game_automatically(shared_cluster: Cluster) -> None:
     """Knights out and back twice: the third start position draws 1/2-1/2 without a claim."""
-    c = semantics
+    c = shared_cluster
     eu, us, ap = c.edges
     gid, white_token, black_token = mint_game()
     async with (
@@ -448,9 +419,9 @@ async def test_threefold_repetition_ends_the_game_automatically(semantics: Clust
 # --------------------------------------------------------------------------- PGN
 
 
-async def test_pgn_headers_for_a_live_and_a_finished_game(semantics: Cluster) -> None:
+async def test_pgn_headers_for_a_live_and_a_finished_game(shared_cluster: Cluster) -> None:
     """PGN has White/Black from `sub`, TimeControl, Date, Result and Termination, live and over."""
-    c = semantics
+    c = shared_cluster
     eu, us, ap = c.edges
     day_before = datetime.now(UTC).strftime("%Y.%m.%d")
     gid, white_token, black_token = mint_game(

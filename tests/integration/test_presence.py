@@ -12,47 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.integration.cluster import SECRET, Cluster, Edge, http_json
+from tests.integration.cluster import Cluster, Edge, http_json
+from tests.integration.games import mint_game
 from xlmate.client import GameClient
-from xlmate.tokens import Clock, mint_seat_token, new_game_id
 
 Seen = tuple[bool, bool, int]
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One broker and three edges (eu-west, us-east, ap-south) for the whole module."""
-    c = Cluster(tmp_path_factory.mktemp("presence"))
-    try:
-        c.start_broker()
-        for region in ("eu-west", "us-east", "ap-south"):
-            c.start_edge(region)
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def presence_cluster(shared: Cluster, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The shared cluster; its logs are printed when the test using it fails."""
-    yield shared
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(shared.logs())
-
-
-def mint_game(*, white_id: str | None = None, black_id: str | None = None) -> tuple[str, str, str]:
-    """A fresh game id and its white and black seat tokens (10+0)."""
-    gid = new_game_id()
-    clock = Clock(600, 0)
-    white = mint_seat_token(SECRET, gid, "white", player_id=white_id, clock=clock)
-    black = mint_seat_token(SECRET, gid, "black", player_id=black_id, clock=clock)
-    return gid, white, black
 
 
 def seen(client: GameClient) -> Seen | None:
@@ -76,9 +42,9 @@ async def players_online(edge: Edge, gid: str) -> dict[str, Any]:
     return body["players"]  # type: ignore[no-any-return]
 
 
-async def test_players_see_each_other_leave_and_come_back(presence_cluster: Cluster) -> None:
+async def test_players_see_each_other_leave_and_come_back(shared_cluster: Cluster) -> None:
     """Both players see white/black online; a player leaving flips it off, returning flips it on."""
-    c = presence_cluster
+    c = shared_cluster
     eu, us, ap = c.edges
     gid, white_token, black_token = mint_game(white_id="alice", black_id="bob")
     async with GameClient(gid, token=black_token, edge_url=us.url) as black:
@@ -99,10 +65,10 @@ async def test_players_see_each_other_leave_and_come_back(presence_cluster: Clus
 
 
 async def test_two_connections_of_one_seat_keep_it_online_until_both_leave(
-    presence_cluster: Cluster,
+    shared_cluster: Cluster,
 ) -> None:
     """A seat open on two edges stays online when one socket closes, and goes off with the last."""
-    c = presence_cluster
+    c = shared_cluster
     eu, us, ap = c.edges
     gid, white_token, black_token = mint_game()
     async with GameClient(gid, token=black_token, edge_url=us.url) as black:
@@ -119,9 +85,9 @@ async def test_two_connections_of_one_seat_keep_it_online_until_both_leave(
         await sees(black, (False, True, 0))
 
 
-async def test_spectators_on_two_edges_are_counted(presence_cluster: Cluster) -> None:
+async def test_spectators_on_two_edges_are_counted(shared_cluster: Cluster) -> None:
     """Two spectators on two edges show as spectators 2 to everyone; one leaving makes it 1."""
-    c = presence_cluster
+    c = shared_cluster
     eu, us, ap = c.edges
     gid, white_token, black_token = mint_game()
     async with (
@@ -138,10 +104,10 @@ async def test_spectators_on_two_edges_are_counted(presence_cluster: Cluster) ->
 
 
 async def test_a_sigkilled_edge_takes_its_players_presence_with_it(
-    presence_cluster: Cluster,
+    shared_cluster: Cluster,
 ) -> None:
     """White's edge is SIGKILLed: black sees white go offline once the broker drops that edge."""
-    c = presence_cluster
+    c = shared_cluster
     eu, us, _ = c.edges
     doomed = c.start_edge("eu-west")
     gid, white_token, black_token = mint_game()
