@@ -139,6 +139,7 @@ class BrokerServer:
         self._closing = False
         self._last_now = 0
         self._timer_wake = asyncio.Event()
+        self._timer_target = 0  # when the timer loop wakes next (ms): earlier deadlines wake it
         self._outbox: list[tuple[zmq.asyncio.Socket, list[bytes]]] = []  # waiting for fsync
         self._durable = asyncio.Event()  # the outbox has something
         self._syncing = False  # an fsync runs in a worker thread
@@ -377,8 +378,6 @@ class BrokerServer:
                 self._durable.set()
             elif self._finished_since_compaction >= COMPACT_AFTER:
                 self._compact()
-
-    _timer_target: int = 0
 
     async def _timer_loop(self) -> None:
         while True:

@@ -117,9 +117,3 @@ class Router:
 async def refuse_websocket(connection: ServerConnection) -> None:
     """Handler for HTTP-only servers: a WebSocket that got through is closed at once."""
     await connection.close(1008, "no WebSocket endpoint here")
-
-
-def query_param(request: Request, name: str) -> str | None:
-    """One query parameter of a raw ``websockets`` request, or ``None``."""
-    values = parse_qs(urlsplit(request.path).query).get(name)
-    return values[-1] if values else None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from websockets.asyncio.client import connect
@@ -57,6 +59,53 @@ def server_moves(c: Cluster, gid: str) -> list[str]:
     raise AssertionError("no edge answered")
 
 
+@dataclass
+class Background:
+    """Games played continuously by tasks while a test injects faults."""
+
+    seats: list[tuple[str, GameClient, GameClient]]
+    scripts: list[list[str]]
+    progress: list[Played]
+    tasks: list[asyncio.Task[None]]
+
+    def acked(self) -> int:
+        """Moves acked so far, all games together."""
+        return sum(len(p.acked) for p in self.progress)
+
+    def all_done(self) -> bool:
+        """Every game played its whole script."""
+        return all(t.done() for t in self.tasks)
+
+    async def finish_and_check(self, c: Cluster) -> None:
+        """Let every game finish, then check the server and every client saw each move once."""
+        await asyncio.wait_for(asyncio.gather(*self.tasks), 60)
+        for (gid, white, black), moves in zip(self.seats, self.scripts, strict=True):
+            assert server_moves(c, gid) == moves
+            for client in (white, black):
+                await client.wait_for_v(len(moves))
+                assert_clean_history(client, moves)
+
+
+@contextlib.asynccontextmanager
+async def background_games(c: Cluster, seeds: list[int], plies: int) -> AsyncIterator[Background]:
+    """One game per seed (white in eu-west, black in us-east), played by background tasks."""
+    scripts = [random_game(seed=seed, plies=plies) for seed in seeds]
+    pairs = [seat_pair(c) for _ in scripts]
+    seats = [await anext(p) for p in pairs]
+    progress = [Played() for _ in scripts]
+    tasks = [
+        asyncio.create_task(play(white, black, moves, done))
+        for (_, white, black), moves, done in zip(seats, scripts, progress, strict=True)
+    ]
+    try:
+        yield Background(seats, scripts, progress, tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for pair in pairs:
+            await pair.aclose()
+
+
 async def test_edge_sigkill_mid_game_players_reconnect_and_lose_nothing(
     eu_cluster: Cluster,
 ) -> None:
@@ -81,59 +130,36 @@ async def test_broker_sigkill_and_restart_with_moves_in_flight(eu_cluster: Clust
     """SIGKILL the broker while three games play; after restart every acked move is there once."""
     c = eu_cluster
     assert c.broker is not None
-    scripts = [random_game(seed=10 + i, plies=24) for i in range(3)]
-    pairs = [seat_pair(c) for _ in scripts]
-    seats = [await anext(p) for p in pairs]
-    progress = [Played() for _ in scripts]
-    tasks = [
-        asyncio.create_task(play(white, black, moves, done))
-        for (_, white, black), moves, done in zip(seats, scripts, progress, strict=True)
-    ]
-    try:
-        await eventually(lambda: all(len(p.acked) >= 4 for p in progress), 20, "games to start")
+    async with background_games(c, seeds=[10, 11, 12], plies=24) as games:
+        await eventually(
+            lambda: all(len(p.acked) >= 4 for p in games.progress), 20, "games to start"
+        )
         c.broker.kill()
-        acked_before = [list(p.acked) for p in progress]
+        acked_before = [len(p.acked) for p in games.progress]
         c.restart(c.broker)
         restarted = time.monotonic()
         # Games resume: each one gets a new move acked soon after the broker is back.
         await eventually(
             lambda: all(
-                len(p.acked) > len(before) for p, before in zip(progress, acked_before, strict=True)
+                len(p.acked) > before
+                for p, before in zip(games.progress, acked_before, strict=True)
             ),
             3.0 + 2.0,
             "games to resume after the broker restart",
         )
         resumed_after = time.monotonic() - restarted
         print(f"games resumed {resumed_after:.2f}s after the broker was healthy again")
-        await asyncio.wait_for(asyncio.gather(*tasks), 60)
-        for (gid, white, black), moves in zip(seats, scripts, strict=True):
-            assert server_moves(c, gid) == moves
-            for client in (white, black):
-                await client.wait_for_v(len(moves))
-                assert_clean_history(client, moves)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for pair in pairs:
-            await pair.aclose()
+        await games.finish_and_check(c)
 
 
 async def test_sigterm_drains_and_a_rolling_restart_loses_nothing(eu_cluster: Cluster) -> None:
     """SIGTERM every edge in turn (replacing it) while games play: all moves land, edges exit 0."""
     c = eu_cluster
-    scripts = [random_game(seed=20 + i, plies=60) for i in range(3)]
-    pairs = [seat_pair(c) for _ in scripts]
-    seats = [await anext(p) for p in pairs]
-    progress = [Played() for _ in scripts]
-    tasks = [
-        asyncio.create_task(play(white, black, moves, done))
-        for (_, white, black), moves, done in zip(seats, scripts, progress, strict=True)
-    ]
-    try:
+    async with background_games(c, seeds=[20, 21, 22], plies=60) as games:
         for old in list(c.edges):
             replacement = c.start_edge(old.region)
             c.wait_registered(replacement)
-            before = sum(len(p.acked) for p in progress)
+            before = games.acked()
             started = time.monotonic()
             old.proc.signal(signal.SIGTERM)
             assert await asyncio.to_thread(old.proc.wait_exit, 15) == 0
@@ -141,31 +167,20 @@ async def test_sigterm_drains_and_a_rolling_restart_loses_nothing(eu_cluster: Cl
             c.edges.remove(old)
             try:
                 await eventually(
-                    lambda before=before: (
-                        sum(len(p.acked) for p in progress) > before + 2
-                        or all(t.done() for t in tasks)
-                    ),
+                    lambda before=before: games.acked() > before + 2 or games.all_done(),
                     20,
                     "games to go on after the drain",
                 )
             except AssertionError:
                 states = [
                     (len(p.acked), w.connected_to, b.connected_to, w.model.v, b.model.v)
-                    for p, (_, w, b) in zip(progress, seats, strict=True)
+                    for p, (_, w, b) in zip(games.progress, games.seats, strict=True)
                 ]
                 raise AssertionError(f"stalled after draining {old.edge_id}: {states}") from None
-        await asyncio.wait_for(asyncio.gather(*tasks), 60)
-        for (gid, white, black), moves in zip(seats, scripts, strict=True):
-            assert server_moves(c, gid) == moves
+        await games.finish_and_check(c)
+        for _, white, black in games.seats:
             for client in (white, black):
-                await client.wait_for_v(len(moves))
-                assert_clean_history(client, moves)
                 assert client.connections >= 2, "the drain moved every client"
-    finally:
-        for task in tasks:
-            task.cancel()
-        for pair in pairs:
-            await pair.aclose()
 
 
 async def test_draining_edge_leaves_discovery_at_once(eu_cluster: Cluster) -> None:
@@ -173,7 +188,7 @@ async def test_draining_edge_leaves_discovery_at_once(eu_cluster: Cluster) -> No
     c = eu_cluster
     us = next(e for e in c.edges if e.region == "us-east")
     game = c.new_game()
-    # a connected spectator keeps the edge busy for a moment while it drains
+    # a connected player: the drain must close it with 1012
     async with connect(
         f"{us.url}/v1/games/{game['gameId']}/ws?token={game['white']['token']}"
     ) as ws:
