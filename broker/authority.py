@@ -18,11 +18,12 @@ It owns:
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from broker.archive import Archive
 from broker.game import Game, TimeControl
@@ -57,8 +58,12 @@ MAX_FINISHED_IN_MEMORY: Final = 10_000
 
 
 def event_json(event: dict[str, Any]) -> bytes:
-    """The client JSON text of an event, encoded once for every edge and socket."""
-    return json.dumps(event, separators=(",", ":")).encode()
+    """The client JSON text of an event, encoded once for every edge and socket.
+
+    orjson: compact like ``separators=(",", ":")``, non-ASCII as UTF-8, and
+    several times faster than the standard library on this hot path.
+    """
+    return orjson.dumps(event)
 
 
 @dataclass(slots=True)
@@ -196,8 +201,12 @@ class Authority:
                     "v": applied.v,
                 }
             )
-            self._emit(live, applied.events, batch)
-        batch.publish(edge_topic(msg.e), encode(AckMsg(g=msg.g, s=msg.s, i=msg.i, v=applied.v)))
+        if applied.events and not applied.duplicate:
+            # The last event carries the ack: one message per move instead of two.
+            self._emit(live, applied.events, batch, ack=[msg.e, msg.s, msg.i])
+        else:
+            ack = AckMsg(g=msg.g, s=msg.s, i=msg.i, v=applied.v)
+            batch.publish(edge_topic(msg.e), encode(ack))
         self._after_change(live, batch)
 
     def _after_rejection(self, live: LiveGame, now_ms: int, batch: Batch) -> None:
@@ -209,13 +218,22 @@ class Authority:
         reject = RejectMsg(g=msg.g, s=msg.s, i=msg.i, code=code, msg=text)
         batch.publish(edge_topic(msg.e), encode(reject))
 
-    def _emit(self, live: LiveGame, events: list[dict[str, Any]], batch: Batch) -> None:
+    def _emit(
+        self,
+        live: LiveGame,
+        events: list[dict[str, Any]],
+        batch: Batch,
+        ack: list[str] | None = None,
+    ) -> None:
+        """Publish ``events`` (and keep them for catch-up); the last one carries ``ack``."""
         topic, history, game_id = live.topic, live.history, live.game.game_id
+        last = events[-1] if events else None
         for event in events:
             data = event_json(event)
             v = event["v"]
             history.append((v, data))
-            batch.publish(topic, encode(EventMsg(g=game_id, v=v, j=data)))
+            carried = ack if event is last else None
+            batch.publish(topic, encode(EventMsg(g=game_id, v=v, j=data, a=carried)))
         self.events_total += len(events)
         self.touched.add(game_id)
 

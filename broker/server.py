@@ -23,14 +23,11 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import zmq
 import zmq.asyncio
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
 from websockets.asyncio.server import Server, serve
 from zmq.auth.asyncio import AsyncioAuthenticator
 
@@ -63,37 +60,7 @@ QUEUE_LIMIT: Final = 100_000  # messages queued per peer (XSUB in, XPUB out) bef
 COMPACT_AFTER: Final = 1000  # finished games between two journal compactions
 
 
-class _AuthorityCounters(Collector):
-    """Exposes the authority's plain integer counters as Prometheus counters."""
-
-    NAMES: Final = {
-        "commands": "player commands received",
-        "events": "game events published",
-        "rejected": "commands refused",
-        "duplicates": "commands seen before (acked again, not applied)",
-    }
-
-    def __init__(self, authority: Authority) -> None:
-        self.authority = authority
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        for name, doc in self.NAMES.items():
-            value = getattr(self.authority, f"{name}_total")
-            yield CounterMetricFamily(f"xlmate_broker_{name}", doc, value=value)
-
-
-def _send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
-    """A non-blocking send through the asyncio socket.
-
-    Not through a shadow socket: the asyncio wrapper re-checks its pending
-    receives after a send, which keeps the loops reading these sockets awake
-    (libzmq's descriptor is edge-triggered).  XPUB and ROUTER never block: at the
-    high-water mark, or for a ROUTER peer that is gone, the message is dropped
-    (PUB/SUB may drop anything; edges re-fetch and re-send).
-    """
-    sent = asyncio.ensure_future(sock.send_multipart(frames, flags=zmq.NOBLOCK))
-    if sent.done() and sent.exception() is not None:
-        log.debug("dropped an outgoing message: %s", sent.exception())
+Outgoing = list[tuple[zmq.asyncio.Socket, list[bytes]]]
 
 
 def wall_ms() -> int:
@@ -128,11 +95,24 @@ class BrokerServer:
         )
         self._m_games = metrics.gauge(self.registry, "broker_live_games", "games in play")
         self._m_games.set_function(lambda: len(self.authority.games))
-        self.registry.register(_AuthorityCounters(self.authority))
+        authority = self.authority
+        metrics.fast_counters(
+            self.registry,
+            {
+                "broker_commands": ("player commands received", lambda: authority.commands_total),
+                "broker_events": ("game events published", lambda: authority.events_total),
+                "broker_rejected": ("commands refused", lambda: authority.rejected_total),
+                "broker_duplicates": (
+                    "commands seen before (acked again, not applied)",
+                    lambda: authority.duplicates_total,
+                ),
+            },
+        )
         self._ctx: zmq.asyncio.Context | None = None
         self._curve_pair: curve.KeyPair | None = None
         self._auth: AsyncioAuthenticator | None = None
         self._sockets: list[zmq.asyncio.Socket] = []
+        self._shadows: dict[zmq.asyncio.Socket, zmq.Socket[bytes]] = {}  # for _send_all
         self._tasks: list[asyncio.Task[None]] = []
         self._http: Server | None = None
         self._closed = asyncio.Event()
@@ -140,7 +120,7 @@ class BrokerServer:
         self._last_now = 0
         self._timer_wake = asyncio.Event()
         self._timer_target = 0  # when the timer loop wakes next (ms): earlier deadlines wake it
-        self._outbox: list[tuple[zmq.asyncio.Socket, list[bytes]]] = []  # waiting for fsync
+        self._outbox: Outgoing = []  # waiting for fsync
         self._durable = asyncio.Event()  # the outbox has something
         self._syncing = False  # an fsync runs in a worker thread
         self._finished_since_compaction = 0
@@ -195,6 +175,29 @@ class BrokerServer:
         """A plain socket on the same libzmq socket: non-blocking I/O with no future."""
         return zmq.Socket.shadow(sock.underlying)
 
+    def _send_all(self, messages: Outgoing) -> None:
+        """Non-blocking sends of ``messages`` in order, with no future per message.
+
+        Each goes through the plain shadow of its asyncio socket; then each
+        asyncio socket used is asked for its ``EVENTS``, which makes its wrapper
+        re-check its pending receives.  That matters: libzmq's descriptor is
+        edge-triggered, and a send can consume the edge that a loop awaiting a
+        receive on the same socket was waiting for (seen: catch-up requests
+        stalled until their timeout).  XPUB and ROUTER never block: at the
+        high-water mark, or for a ROUTER peer that is gone, the message is
+        dropped (PUB/SUB may drop anything; edges re-fetch and re-send).
+        """
+        used: set[zmq.asyncio.Socket] = set()
+        shadows = self._shadows
+        for sock, frames in messages:
+            used.add(sock)
+            try:
+                shadows[sock].send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.debug("dropped an outgoing message: %s", exc)
+        for sock in used:
+            sock.get(zmq.EVENTS)  # re-arms the asyncio wrapper's readers (see above)
+
     def _bind(
         self, ctx: zmq.asyncio.Context, kind: int, port: int, options: dict[int, int]
     ) -> zmq.asyncio.Socket:
@@ -207,6 +210,7 @@ class BrokerServer:
             curve.make_server(sock, self._curve_pair)
         sock.bind(tcp(self.config.host, port))
         self._sockets.append(sock)
+        self._shadows[sock] = self._now_socket(sock)
         return sock
 
     async def _guard(self, loop: Any) -> None:
@@ -235,8 +239,7 @@ class BrokerServer:
         if self._http is not None:
             await self._http.wait_closed()
         self.journal.close()  # syncs: what waited for an fsync can go out now
-        for target, frames in self._outbox:
-            _send_now(target, frames)
+        self._send_all(self._outbox)
         self._outbox.clear()
         for sock in self._sockets:
             sock.close(linger=200)
@@ -327,10 +330,10 @@ class BrokerServer:
         if batch.records:
             self.journal.append(batch.records)
             self._m_batches.inc()
-        for frames in batch.frames:
-            self._send(self.xpub, frames)
-        for frames in replies or ():
-            self._send(self.router, frames)
+        xpub, router = self.xpub, self.router
+        outgoing: Outgoing = [(xpub, frames) for frames in batch.frames]
+        outgoing += [(router, frames) for frames in replies or ()]
+        self._send(outgoing)
         if batch.finished:
             ends = [self.authority.finish(game_id, now) for game_id in batch.finished]
             self.journal.append(r for r in ends if r is not None)
@@ -341,18 +344,20 @@ class BrokerServer:
         if deadline is not None and deadline < self._timer_target:
             self._timer_wake.set()
 
-    def _send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    def _send(self, outgoing: Outgoing) -> None:
         """Send now, or (policy ``always``) after the fsync of what was journaled before.
 
         Everything goes out in order: once one message waits for an fsync, every
         later one waits behind it, so nothing overtakes an event not yet on disk
         (not a duplicate's ack, not a head, not a catch-up reply that includes it).
         """
+        if not outgoing:
+            return
         if self.config.fsync == "always" and (self._outbox or self.journal.dirty):
-            self._outbox.append((sock, frames))
+            self._outbox += outgoing
             self._durable.set()
             return
-        _send_now(sock, frames)
+        self._send_all(outgoing)
 
     async def _durability_loop(self) -> None:
         """Group commit: fsync in a worker thread, then send what waited for it.
@@ -372,8 +377,7 @@ class BrokerServer:
                 finally:
                     self._syncing = False
                 self._m_fsync.observe(time.perf_counter() - started)
-            for sock, frames in waiting:
-                _send_now(sock, frames)
+            self._send_all(waiting)
             if self._outbox:
                 self._durable.set()
             elif self._finished_since_compaction >= COMPACT_AFTER:
@@ -402,7 +406,7 @@ class BrokerServer:
             game_id = frame[6:].decode(errors="replace")
             head = self.authority.head(game_id)
             if head is not None:
-                self._send(self.xpub, [frame[1:], head])
+                self._send([(self.xpub, [frame[1:], head])])
 
     async def _catchup_loop(self) -> None:
         router = self.router

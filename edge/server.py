@@ -125,14 +125,24 @@ class EdgeServer:
         self._m_rooms.set_function(lambda: len(self.rooms))
         self._m_pending = metrics.gauge(reg, "edge_pending_commands", "commands awaiting ack")
         self._m_pending.set_function(lambda: len(self.pending))
-        self._m_in = metrics.counter(reg, "edge_client_messages_total", "client frames received")
         self._m_errors = metrics.counter(
             reg, "edge_client_errors_total", "error replies sent", ("code",)
         )
         self._m_closes = metrics.counter(
             reg, "edge_closes_total", "sockets closed by the edge", ("code",)
         )
-        self._m_events = metrics.counter(reg, "edge_bus_events_total", "game events from the bus")
+        self.client_frames_total = 0
+        self.bus_events_total = 0
+        metrics.fast_counters(
+            reg,
+            {
+                "edge_client_messages": (
+                    "client frames received",
+                    lambda: self.client_frames_total,
+                ),
+                "edge_bus_events": ("game events from the bus", lambda: self.bus_events_total),
+            },
+        )
         self._m_bad = metrics.counter(reg, "edge_bad_bus_frames_total", "bus frames dropped")
         self._m_fetches = metrics.counter(reg, "edge_fetches_total", "catch-up fetches")
 
@@ -253,12 +263,14 @@ class EdgeServer:
 
     def _on_bus(self, topic: bytes, message: BusMessage) -> None:
         if isinstance(message, EventMsg):
-            self._m_events.inc()
+            self.bus_events_total += 1
             room = self.rooms.get(message.g)
             if room is not None and room.on_event(message.v, message.j):
                 self._want_fetch(room)
             elif room is not None and room.lagging:
                 self._resync_lagging(room)
+            if message.a is not None and message.a[0] == self.config.id:
+                self._acked(message.g, message.a[1], message.a[2], message.v)
         elif isinstance(message, AckMsg):
             self._on_ack(message)
         elif isinstance(message, RejectMsg):
@@ -304,9 +316,13 @@ class EdgeServer:
         room = self.rooms.get(ack.g)
         if room is not None and room.on_head(ack.v):
             self._want_fetch(room)  # the event itself may have been dropped
-        item = self.pending.resolve((ack.g, ack.s, ack.i))
+        self._acked(ack.g, ack.s, ack.i, ack.v)
+
+    def _acked(self, game_id: str, seat: str, command_id: str, v: int) -> None:
+        """A command of ours was committed at ``v``: stop re-sending it, tell its sender."""
+        item = self.pending.resolve((game_id, seat, command_id))
         if item is not None and item.reply_id is not None:
-            item.session.send_json({"type": "ack", "id": item.reply_id, "v": ack.v})
+            item.session.send_json({"type": "ack", "id": item.reply_id, "v": v})
 
     def _on_reject(self, reject: RejectMsg) -> None:
         item = self.pending.resolve((reject.g, reject.s, reject.i))
@@ -639,7 +655,7 @@ class EdgeServer:
 
     async def _read(self, session: Session) -> None:
         async for frame in session.ws:
-            self._m_in.inc()
+            self.client_frames_total += 1
             if session.rate.take(time.monotonic()):
                 session.strikes = max(0, session.strikes - 1)  # good behaviour earns strikes back
             else:

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -32,8 +33,12 @@ log = logging.getLogger("xlmate.edge")
 
 
 def dumps(payload: dict[str, Any]) -> bytes:
-    """Compact JSON bytes for a client frame."""
-    return json.dumps(payload, separators=(",", ":")).encode()
+    """Compact JSON bytes for a client frame (orjson; the standard library for
+    what orjson refuses, such as an integer echoed from a client beyond 64 bits)."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def client_address(ws: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -339,7 +340,7 @@ class GameClient:
                 await self._resend_all()
                 with contextlib.suppress(ConnectionClosed):
                     async for frame in ws:
-                        self._on_frame(json.loads(frame))
+                        self._on_frame(orjson.loads(frame))
             finally:
                 self._ws = None
                 self.connected_to = None

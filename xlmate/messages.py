@@ -9,10 +9,11 @@ on the bus and what the broker's game state machine applies.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+import orjson
 
 from xlmate.constants import BAD_JSON, BAD_MESSAGE, UNKNOWN_TYPE
 from xlmate.errors import ProtocolError
@@ -124,7 +125,7 @@ def _offer_action(raw: dict[str, Any]) -> OfferAction:
 def parse_client_message(text: str | bytes) -> ClientMessage:
     """Parse one client frame; raise ``ProtocolError`` with the protocol's code."""
     try:
-        raw = json.loads(text)
+        raw = orjson.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(BAD_JSON, "the frame is not valid JSON") from exc
     if not isinstance(raw, dict):

@@ -6,7 +6,11 @@ tests can run several components in one process) and serves it on ``/metrics``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 
 def new_registry() -> CollectorRegistry:
@@ -31,3 +35,27 @@ def histogram(
 ) -> Histogram:
     """A histogram named ``xlmate_<name>`` (seconds)."""
     return Histogram(f"xlmate_{name}", doc, buckets=buckets, registry=registry)
+
+
+class FastCounters(Collector):
+    """Counters kept as plain ints by the hot path, exposed as Prometheus counters.
+
+    A ``prometheus_client`` counter takes a lock on every ``inc``; for counts
+    bumped once or more per move (frames, events, commands) a plain attribute
+    read at scrape time is enough and costs nothing.  ``read`` maps a metric
+    name (``xlmate_`` is prefixed) to its help text and a function reading it.
+    """
+
+    def __init__(self, read: dict[str, tuple[str, Callable[[], int]]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, (doc, value) in self.read.items():
+            yield CounterMetricFamily(f"xlmate_{name}", doc, value=value())
+
+
+def fast_counters(
+    registry: CollectorRegistry, read: dict[str, tuple[str, Callable[[], int]]]
+) -> None:
+    """Register ``FastCounters(read)`` on ``registry``."""
+    registry.register(FastCounters(read))

@@ -66,6 +66,16 @@ def _is_v(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
 
 
+def _is_ack_ref(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and _is_id(value[0])
+        and _is_seat(value[1])
+        and _is_id(value[2])
+    )
+
+
 # --- edge -> broker (PUB -> XSUB, topic "cmd") --------------------------------
 
 
@@ -123,9 +133,14 @@ class EventMsg(_Message):
     g: str
     v: int
     j: bytes
+    # The ack this event carries: [edge id, seat, command id] of the command
+    # that caused it (on its last event), so the mover's edge needs no
+    # separate ``ack`` message; None on every other event.
+    a: list[str] | None = None
 
     def __post_init__(self) -> None:
         _check(_is_id(self.g) and _is_v(self.v) and isinstance(self.j, bytes), "bad event")
+        _check(self.a is None or _is_ack_ref(self.a), "bad event ack")
 
 
 @dataclass(frozen=True, slots=True)

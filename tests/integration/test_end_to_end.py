@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from tests.integration.cluster import SECRET, Cluster, eventually, http_get, http_json
@@ -10,6 +11,17 @@ from xlmate.client import CommandFailed, GameClient
 from xlmate.tokens import mint_seat_token
 
 SCHOLARS_MATE = ["e2e4", "e7e5", "f1c4", "b8c6", "d1h5", "g8f6", "h5f7"]
+
+
+def metric(base: str, name: str) -> float:
+    """The value of the unlabelled sample ``name`` on a component's /metrics."""
+    status, body = http_get(f"{base}/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} is not on {base}/metrics")
 
 
 def place(cluster: Cluster, region: str, game_id: str | None = None) -> dict[str, object]:
@@ -72,6 +84,14 @@ async def test_whole_game_across_three_regions(full_cluster: Cluster) -> None:
             assert status == 200 and sync["moves"] == SCHOLARS_MATE and sync["status"] == "over"
             status, pgn = http_get(f"{edge.http}/v1/games/{gid}/pgn")
             assert status == 200 and b"Qxf7#" in pgn and b'[Result "1-0"]' in pgn
+
+        # The hot-path counters (plain ints behind /metrics) counted this game.
+        assert metric(c.broker_http, "xlmate_broker_events_total") == final_v
+        assert metric(c.broker_http, "xlmate_broker_commands_total") == len(SCHOLARS_MATE) + 1
+        assert metric(c.broker_http, "xlmate_broker_rejected_total") == 1  # the move after mate
+        frames = sum(metric(e.http, "xlmate_edge_client_messages_total") for e in c.edges)
+        assert frames >= len(SCHOLARS_MATE) + 1
+        assert sum(metric(e.http, "xlmate_edge_bus_events_total") for e in c.edges) >= 3 * final_v
     finally:
         for client in (white, black, spectator):
             await client.close()

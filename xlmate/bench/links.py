@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -115,7 +115,7 @@ class ThinLink:
 
     async def _read(self, ws: ClientConnection) -> None:
         """Read frames until the socket closes; report an unasked-for close to the handler."""
-        ready, handler, loads = self._ready, self.handler, json.loads
+        ready, handler, loads = self._ready, self.handler, orjson.loads
         try:
             async for frame in ws:
                 message = loads(frame)
