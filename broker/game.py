@@ -29,6 +29,7 @@ docs/game-rules.md; they follow lichess where PROTOCOL.md is silent.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -177,8 +178,10 @@ class Game:
         "_keys",
         "_left",
         "_players",
+        "_ranks",
         "_reason",
         "_result",
+        "_safety",
         "_san",
         "_takeback_offer",
         "_turn_started_ms",
@@ -212,6 +215,11 @@ class Game:
         self.abort_after_ms = abort_after_ms
         self.max_command_ids = max_command_ids
         self._board = _starting_board(starting_fen)
+        # The FEN placement of the board, rank by rank (rank 8 first): a move
+        # rebuilds only the ranks it changed.
+        self._ranks = _board_ranks(self._board)
+        # King safety of the side to move (see _king_safety), None until needed.
+        self._safety: _Safety | None = None
         self._first_mover: Color = "white" if self._board.turn else "black"
         self.v = 0
         self.status: Status = "waiting"
@@ -319,7 +327,7 @@ class Game:
             "gameId": self.game_id,
             "v": self.v,
             "status": self.status,
-            "fen": fast_fen(self._board),
+            "fen": _fen_from_ranks(self._board, self._ranks),
             "moves": list(self._uci),
             "san": list(self._san),
             "turn": self.turn,
@@ -405,21 +413,43 @@ class Game:
     # ----------------------------------------------------------------- moves
 
     def _move(self, color: Color, uci: str, now_ms: int) -> list[Event]:
-        """Play ``uci`` for ``color``: the hot path, so it keeps lists incrementally."""
+        """Play ``uci`` for ``color``: the hot path, so it keeps state incrementally.
+
+        The results are python-chess's (``is_legal``, ``san``, ``fen``,
+        ``is_repetition(3)``...) but it does less work for them, which the
+        property tests in tests/unit/test_game_fast_paths.py pin down:
+
+        - one king-safety computation per position (``_king_safety``) serves
+          the check suffix, the mate/stalemate test and the next move's
+          legality test, and one legal-move search serves both the ``#``
+          suffix and the ending, where ``is_legal``, ``san_and_push`` and the
+          ending check used to redo them;
+        - SAN is built directly unless a piece move needs disambiguating;
+        - the FEN placement is kept rank by rank and a move rebuilds only the
+          ranks it touched (``_ranks``);
+        - threefold repetition replays moves only when plausible.
+        """
         board = self._board
         if board.turn != _CHESS_COLOR[color]:
             raise CommandRejected(NOT_YOUR_TURN, "it is not your turn")
-        try:
-            move = chess.Move.from_uci(uci)
-        except ValueError:
-            raise CommandRejected(ILLEGAL_MOVE, f"{uci} is not a legal move") from None
-        if not board.is_legal(move) or (
+        move = _MOVES.get(uci)
+        if move is None:
+            try:
+                move = chess.Move.from_uci(uci)
+            except ValueError:
+                raise CommandRejected(ILLEGAL_MOVE, f"{uci} is not a legal move") from None
+        safety = self._safety
+        if safety is None:
+            safety = self._safety = _king_safety(board)
+        castling = board.is_castling(move)
+        if not _is_legal(board, move, safety) or (
             # python-chess also takes king-takes-rook (e1h1) as castling; the
             # contract is standard UCI only (e1g1, e1c1).
-            board.is_castling(move)
-            and abs(chess.square_file(move.from_square) - chess.square_file(move.to_square)) != 2
+            castling and abs((move.from_square & 7) - (move.to_square & 7)) != 2
         ):
             raise CommandRejected(ILLEGAL_MOVE, f"{uci} is not a legal move")
+        if len(_MOVES) < _MAX_MOVES:
+            _MOVES[uci] = move  # only legal moves: a bounded set of UCI strings
 
         if self._clocks_running:
             elapsed = now_ms - self._turn_started_ms
@@ -427,7 +457,14 @@ class Game:
             if elapsed > 0:
                 left -= elapsed
             self._left[color] = left
-        san = board.san_and_push(move)
+        san = _san_without_suffix(board, move, castling)
+        board.push(move)
+        safety = self._safety = _king_safety(board)
+        in_check = bool(safety[2])
+        stuck = not _has_legal_move(board, safety)
+        if in_check:
+            san += "#" if stuck else "+"
+        self._update_ranks(move)
         self._uci.append(uci)
         self._san.append(san)
         self._turn_started_ms = now_ms
@@ -442,7 +479,7 @@ class Game:
         if self._takeback_offer == color:
             self._takeback_offer = None
 
-        ending = self._automatic_ending(color)
+        ending = self._automatic_ending(color, in_check, stuck)
         if ending is not None:
             self._finish(*ending)
         self.v += 1
@@ -456,7 +493,7 @@ class Game:
                 "from": uci[0:2],
                 "to": uci[2:4],
                 "promotion": uci[4] if len(uci) == 5 else None,
-                "fen": fast_fen(board),
+                "fen": _fen_from_ranks(board, self._ranks),
                 "by": color,
                 "clock": self.clock(now_ms),
             }
@@ -465,17 +502,39 @@ class Game:
             events.append(self._game_over_event())
         return events
 
-    def _automatic_ending(self, mover: Color) -> tuple[str, str] | None:
-        """The result and reason if the position after ``mover``'s move ends the game."""
+    def _update_ranks(self, move: chess.Move) -> None:
+        """Refresh the FEN ranks a just-pushed ``move`` changed.
+
+        Every square a move changes is on its from- or its to-rank: castling
+        moves king and rook along the back rank, and an en passant capture
+        removes a pawn beside the from-square.  So two ranks at most.
+        """
+        ranks = self._ranks
         board = self._board
-        if not any(board.generate_legal_moves()):
-            if board.is_check():
+        from_rank = move.from_square >> 3
+        to_rank = move.to_square >> 3
+        ranks[7 - from_rank] = _rank_fen(board, from_rank)
+        if to_rank != from_rank:
+            ranks[7 - to_rank] = _rank_fen(board, to_rank)
+
+    def _automatic_ending(
+        self, mover: Color, in_check: bool, stuck: bool
+    ) -> tuple[str, str] | None:
+        """The result and reason if the position after ``mover``'s move ends the game.
+
+        ``in_check`` and ``stuck`` (no legal move) describe that position;
+        ``_move`` has them already from building the SAN suffix.
+        """
+        board = self._board
+        if stuck:
+            if in_check:
                 return _WIN[mover], "checkmate"
             return DRAWN, "stalemate"
-        if board.is_insufficient_material():
+        # With a pawn, rook or queen on the board someone can still mate.
+        if not (board.pawns | board.rooks | board.queens) and board.is_insufficient_material():
             return DRAWN, "insufficient_material"
         # A third occurrence needs at least 8 plies without a pawn move or capture.
-        if board.halfmove_clock >= 8 and board.is_repetition(3):
+        if board.halfmove_clock >= 8 and _is_threefold(board):
             return DRAWN, "threefold_repetition"
         if board.halfmove_clock >= 100:
             return DRAWN, "fifty_moves"
@@ -534,6 +593,8 @@ class Game:
             board.pop()
             self._uci.pop()
             self._san.pop()
+        self._ranks = _board_ranks(board)
+        self._safety = None
         self._turn_started_ms = now_ms
         self._draw_offer = None
         self._takeback_offer = None
@@ -545,7 +606,7 @@ class Game:
                 "v": self.v,
                 "action": "accept",
                 "by": color,
-                "fen": fast_fen(board),
+                "fen": _fen_from_ranks(board, self._ranks),
                 "moves": list(self._uci),
                 "clock": self.clock(now_ms),
             }
@@ -590,44 +651,226 @@ class Game:
         return self._game_over_event()
 
 
+# --------------------------------------------------------------------------- FEN and SAN
+
 _RUNS: Final = tuple(("1" * n, str(n)) for n in range(8, 1, -1))
 _SQUARE_NAMES: Final = chess.SQUARE_NAMES
+_FILE_NAMES: Final = chess.FILE_NAMES
+_BB_SQUARES: Final = chess.BB_SQUARES
+_LETTERS: Final = ("", "", "N", "B", "R", "Q", "K")  # SAN piece letter by piece type
+
+# Parsed moves by UCI string.  Only moves that were legal somewhere go in, so
+# it holds a bounded set of strings (garbage is parsed and refused each time).
+_MOVES: dict[str, chess.Move] = {}
+_MAX_MOVES: Final = 8192
+
+# FEN text of one rank by its contents (see _rank_fen); cleared when full.
+_RANK_TEXT: dict[int, str] = {}
+_MAX_RANK_TEXT: Final = 1 << 15
+
+# The FEN castling field of a standard board by its (clean) castling rights,
+# which in standard chess are a subset of the four corners; python-chess's
+# castling_xfen() writes them in this order.
+_CORNERS: Final = ((chess.BB_H1, "K"), (chess.BB_A1, "Q"), (chess.BB_H8, "k"), (chess.BB_A8, "q"))
+_CASTLING_TEXT: Final[dict[int, str]] = {
+    sum(corner for corner, _ in chosen): "".join(letter for _, letter in chosen) or "-"
+    for count in range(len(_CORNERS) + 1)
+    for chosen in itertools.combinations(_CORNERS, count)
+}
+
+
+def _rank_fen(board: chess.Board, rank: int) -> str:
+    """The FEN placement text of one rank (0 is rank 1): ``"rnbqkbnr"``, ``"4P3"``, ``"8"``.
+
+    Memoised by the rank's contents (its byte of each piece bitboard and of
+    the white pieces, packed into one int), since few distinct ranks occur
+    in play; building the text costs twice as much as the lookup.
+    """
+    shift = rank * 8
+    if not (board.occupied >> shift) & 0xFF:
+        return "8"
+    white = (board.occupied_co[chess.WHITE] >> shift) & 0xFF
+    pawns = (board.pawns >> shift) & 0xFF
+    knights = (board.knights >> shift) & 0xFF
+    bishops = (board.bishops >> shift) & 0xFF
+    rooks = (board.rooks >> shift) & 0xFF
+    queens = (board.queens >> shift) & 0xFF
+    kings = (board.kings >> shift) & 0xFF
+    key = (
+        pawns
+        | knights << 8
+        | bishops << 16
+        | rooks << 24
+        | queens << 32
+        | kings << 40
+        | white << 48
+    )
+    text = _RANK_TEXT.get(key)
+    if text is not None:
+        return text
+    cells = ["1"] * 8
+    for bits, upper, lower in (
+        (pawns, "P", "p"),
+        (knights, "N", "n"),
+        (bishops, "B", "b"),
+        (rooks, "R", "r"),
+        (queens, "Q", "q"),
+        (kings, "K", "k"),
+    ):
+        while bits:
+            low = bits & -bits
+            cells[low.bit_length() - 1] = upper if white & low else lower
+            bits ^= low
+    text = "".join(cells)
+    for run, count in _RUNS:
+        if run in text:
+            text = text.replace(run, count)
+    if len(_RANK_TEXT) >= _MAX_RANK_TEXT:
+        _RANK_TEXT.clear()
+    _RANK_TEXT[key] = text
+    return text
+
+
+def _board_ranks(board: chess.Board) -> list[str]:
+    """The eight FEN rank texts of ``board``, in FEN order (rank 8 first)."""
+    return [_rank_fen(board, rank) for rank in range(7, -1, -1)]
+
+
+def _fen_from_ranks(board: chess.Board, ranks: list[str]) -> str:
+    """``board.fen()`` given ``ranks``, the board's rank texts in FEN order."""
+    ep_square = board.ep_square
+    ep = _SQUARE_NAMES[ep_square] if ep_square is not None and board.has_legal_en_passant() else "-"
+    if board.castling_rights:
+        castling = _CASTLING_TEXT.get(board.clean_castling_rights())
+        if castling is None:  # rights off the corners: not standard chess
+            castling = board.castling_xfen()
+    else:
+        castling = "-"
+    return (
+        f"{'/'.join(ranks)} {'w' if board.turn else 'b'} {castling} {ep} "
+        f"{board.halfmove_clock} {board.fullmove_number}"
+    )
 
 
 def fast_fen(board: chess.Board) -> str:
-    """``board.fen()`` for standard chess, about three times faster.
+    """``board.fen()`` for standard chess, several times faster.
 
-    python-chess builds the placement square by square through ``piece_at``;
-    on the move hot path that was half the cost of ``apply``.  This fills a
-    64-slot grid from the piece bitboards and squeezes empty runs with
-    ``str.replace``.  Tests compare it with ``board.fen()`` on random games.
+    python-chess builds the placement square by square through ``piece_at``
+    and the castling field through a loop over rooks; this builds each rank
+    from the piece bitboards (memoised, ``_rank_fen``) and looks the castling
+    field up.  ``Game`` goes further on moves and rebuilds only the one or two
+    ranks a move changed.  Tests compare it with ``board.fen()`` on random
+    games.
     """
-    grid = ["1"] * 64
-    white = board.occupied_co[chess.WHITE]
-    for bitboard, upper, lower in (
-        (board.pawns, "P", "p"),
-        (board.knights, "N", "n"),
-        (board.bishops, "B", "b"),
-        (board.rooks, "R", "r"),
-        (board.queens, "Q", "q"),
-        (board.kings, "K", "k"),
-    ):
-        while bitboard:
-            low = bitboard & -bitboard
-            square = low.bit_length() - 1
-            grid[square] = upper if white & low else lower
-            bitboard ^= low
-    placement = "/".join(["".join(grid[start : start + 8]) for start in range(56, -8, -8)])
-    for run, count in _RUNS:
-        if run in placement:
-            placement = placement.replace(run, count)
-    ep_square = board.ep_square
-    ep = _SQUARE_NAMES[ep_square] if ep_square is not None and board.has_legal_en_passant() else "-"
-    castling = board.castling_xfen() if board.castling_rights else "-"
-    return (
-        f"{placement} {'w' if board.turn else 'b'} {castling} {ep} "
-        f"{board.halfmove_clock} {board.fullmove_number}"
+    return _fen_from_ranks(board, _board_ranks(board))
+
+
+def _san_without_suffix(board: chess.Board, move: chess.Move, castling: bool) -> str:
+    """``board.san(move)`` without its ``+``/``#``, for a legal ``move`` not yet pushed.
+
+    ``castling`` is ``board.is_castling(move)``.  python-chess searches the
+    legal moves of the other pieces of the mover's kind for every piece move,
+    to disambiguate (``Nbd2``); here that search (python-chess's own,
+    ``_algebraic_without_suffix``) runs only when another such piece attacks
+    the target square at all, which is rare.  Tests compare the result with
+    ``board.san`` on random games.
+    """
+    from_square = move.from_square
+    to_square = move.to_square
+    if castling:
+        return "O-O-O" if to_square & 7 < from_square & 7 else "O-O"
+    piece_type = board.piece_type_at(from_square)
+    capture = bool(board.occupied_co[not board.turn] & _BB_SQUARES[to_square]) or (
+        board.is_en_passant(move)
     )
+    if piece_type == chess.PAWN:
+        san = _SQUARE_NAMES[to_square]
+        if capture:
+            san = _FILE_NAMES[from_square & 7] + "x" + san
+        if move.promotion:
+            san += "=" + _LETTERS[move.promotion]
+        return san
+    assert piece_type is not None  # a legal move starts on a piece
+    others = board.pieces_mask(piece_type, board.turn) & ~_BB_SQUARES[from_square]
+    if others and board.attackers_mask(board.turn, to_square) & others:
+        return board._algebraic_without_suffix(move)
+    return _LETTERS[piece_type] + ("x" if capture else "") + _SQUARE_NAMES[to_square]
+
+
+# The side to move's king square, slider blockers (its pinned pieces) and checkers.
+_Safety = tuple[int, int, int]
+
+
+def _king_safety(board: chess.Board) -> _Safety:
+    """The king square, pinned-piece mask and checkers of the side to move.
+
+    python-chess computes these three afresh for every ``is_legal``, every
+    ``is_check`` and every legal-move search.  ``Game`` computes them once
+    per position, right after the move that reached it, and uses them for
+    the check suffix, the mate/stalemate test and the legality test of the
+    next move.  (A valid board always has both kings.)
+    """
+    king = chess.msb(board.kings & board.occupied_co[board.turn])
+    return king, board._slider_blockers(king), board.attackers_mask(not board.turn, king)
+
+
+def _has_legal_move(board: chess.Board, safety: _Safety) -> bool:
+    """``any(board.generate_legal_moves())`` given ``_king_safety(board)``.
+
+    The same steps as python-chess's ``generate_legal_moves`` for standard
+    chess: check evasions when in check, else the pseudo-legal moves, each
+    kept if it leaves the king safe.
+    """
+    king, blockers, checkers = safety
+    if checkers:
+        moves = board._generate_evasions(king, checkers)
+    else:
+        moves = board.generate_pseudo_legal_moves()
+    is_safe = board._is_safe
+    return any(is_safe(king, blockers, move) for move in moves)
+
+
+def _is_legal(board: chess.Board, move: chess.Move, safety: _Safety) -> bool:
+    """``board.is_legal(move)`` given ``_king_safety(board)``.
+
+    The same steps as python-chess's ``is_legal`` (``is_pseudo_legal`` and
+    not ``is_into_check``) for standard chess.
+    """
+    if not board.is_pseudo_legal(move):
+        return False
+    king, blockers, checkers = safety
+    if checkers and move not in board._generate_evasions(
+        king, checkers, _BB_SQUARES[move.from_square], _BB_SQUARES[move.to_square]
+    ):
+        return False
+    return board._is_safe(king, blockers, move)
+
+
+def _is_threefold(board: chess.Board) -> bool:
+    """``board.is_repetition(3)``, without its replay unless a repetition is plausible.
+
+    python-chess first compares the occupancy of every earlier position in
+    the game, then, if that allows three occurrences, pops and re-pushes
+    moves back to the last irreversible one, counting positions equal to the
+    current one.  Its replay never gets past the last pawn move or capture
+    (an irreversible move), so only the last ``halfmove_clock`` positions
+    can count, and only those with the same side to move (every second
+    one).  This counts occupancy matches among just those, from the board's
+    saved states, and asks python-chess only when two of them match: a
+    necessary condition of its answer, so the answer is the same.  (An
+    incremental count of position keys would cost a key per move, more than
+    this on average.)
+    """
+    stack = board._stack
+    length = len(stack)
+    start = max(0, length - board.halfmove_clock)
+    start += (length - start) & 1  # same side to move as now: length - 2, length - 4, ...
+    occupied = board.occupied
+    matches = 0
+    for state in stack[start::2]:
+        if state.occupied == occupied:
+            matches += 1
+    return matches >= 2 and board.is_repetition(3)
 
 
 def _starting_board(fen: str | None) -> chess.Board:

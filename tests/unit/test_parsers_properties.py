@@ -184,7 +184,14 @@ def test_any_bytes_parse_or_raise_a_documented_protocol_error(data: bytes) -> No
 @given(json_values)
 def test_any_json_value_parses_or_raises_a_documented_protocol_error(value: Any) -> None:
     """Any JSON value at all (not only objects) -> a message or ProtocolError only."""
-    check_parse(json.dumps(value))
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError:  # NaN and Infinity are not JSON (Python writes them anyway): bad_json
+        with pytest.raises(ProtocolError) as failure:
+            parse_client_message(json.dumps(value))
+        assert failure.value.code == BAD_JSON
+        return
+    check_parse(text)
     if not isinstance(value, dict):
         with pytest.raises(ProtocolError) as failure:
             parse_client_message(json.dumps(value))
