@@ -308,11 +308,16 @@ class BrokerServer:
             self._commit(batch, now)
 
     def _on_bus(self, frames: list[bytes], now: int, batch: Batch) -> None:
-        if len(frames) != 2:
+        """One XSUB message: a topic frame, then one or more bus messages (edges batch)."""
+        if len(frames) < 2:
             self._m_bad.labels("xsub").inc()
             return
+        for body in frames[1:]:
+            self._on_bus_message(body, now, batch)
+
+    def _on_bus_message(self, body: bytes, now: int, batch: Batch) -> None:
         try:
-            message = decode(frames[1])
+            message = decode(body)
         except WireError:
             self._m_bad.labels("xsub").inc()
             return

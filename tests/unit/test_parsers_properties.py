@@ -372,13 +372,13 @@ msgpack_scalars = st.one_of(
     st.binary(max_size=20),
 )
 # Values that survive a msgpack round trip unchanged (lists, str keys, no NaN).
-plain_values = st.recursive(
-    msgpack_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
-    ),
-    max_leaves=15,
-)
+
+
+def _plain_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+
+
+plain_values = st.recursive(msgpack_scalars, _plain_containers, max_leaves=15)
 any_values = st.recursive(
     st.one_of(
         msgpack_scalars,
