@@ -344,13 +344,14 @@ class EdgeServer:
             while room.sessions:
                 room.stale = False
                 self._m_fetches.inc()
+                since = room.last_v
                 try:
-                    reply = await self.bus.fetch(room.game_id, room.last_v)
+                    reply = await self.bus.fetch(room.game_id, since)
                 except BrokerUnavailable:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 1.0)
                     continue
-                self._apply_to_room(room, reply)
+                self._apply_to_room(room, reply, since)
                 if not room.stale and not room.held:
                     break
         finally:
@@ -358,33 +359,48 @@ class EdgeServer:
         if room.lagging:
             self._resync_lagging(room)
 
-    def _apply_to_room(self, room: Room, reply: Reply) -> None:
-        if isinstance(reply, EventsReply):
+    def _apply_to_room(self, room: Room, reply: Reply, since: int | None) -> None:
+        """Apply the answer to ``fetch(game, since)``.
+
+        The answer travels on another socket than the game's events, so events
+        newer than it may have reached the room meanwhile: an answer older than
+        the room is only late.  The broker went back only if it answers with a
+        ``v`` below the ``since`` we asked with (its journal lost acked events:
+        ``--fsync never`` and a power loss); then its state replaces ours on
+        every socket.
+        """
+        if isinstance(reply, MissingReply):
+            for session in list(room.sessions):
+                session.kill(CLOSE_NO_SUCH_GAME, "no such game")
+        elif isinstance(reply, (EventsReply, StateReply)) and since is not None and reply.v < since:
+            log.error("broker for game %s went back from v%d to v%d", room.game_id, since, reply.v)
+            if isinstance(reply, StateReply):
+                self._rewind_room(room, reply)
+            else:  # (our broker answers a state then; an event list cannot rewind)
+                room.rewound, room.last_v, room.stale = True, None, True
+        elif isinstance(reply, EventsReply):
             if room.last_v is None:
                 room.stale = True  # no base yet: take the full state
-            elif reply.v < room.last_v:
-                # The broker went back (its journal lost acked events: fsync=never and a
-                # power loss). Take its full state and give it to every socket.
-                log.error(
-                    "broker for game %s went back from v%d to v%d",
-                    room.game_id,
-                    room.last_v,
-                    reply.v,
-                )
-                room.rewound, room.last_v, room.stale = True, None, True
             else:
                 room.on_events(reply.v - len(reply.evs) + 1, reply.evs)
         elif isinstance(reply, StateReply):
-            rewound, room.rewound = room.rewound, False
-            if room.last_v is None or reply.v > room.last_v or rewound:
+            if room.rewound:
+                self._rewind_room(room, reply)
+            elif room.last_v is None or reply.v > room.last_v:
                 room.reset(reply.v)
                 for session in room.sessions:
                     if session.last_v is not None:
-                        self._send_sync(session, reply, force=rewound)
+                        self._send_sync(session, reply)
             # else: the state is older than what the room already delivered: nothing new
-        elif isinstance(reply, MissingReply):
-            for session in list(room.sessions):
-                session.kill(CLOSE_NO_SUCH_GAME, "no such game")
+
+    def _rewind_room(self, room: Room, reply: StateReply) -> None:
+        """Take the broker's state even though it is older, and give it to every socket."""
+        room.rewound = False
+        room.reset(reply.v)
+        room.held.clear()
+        for session in room.sessions:
+            if session.last_v is not None:
+                self._send_sync(session, reply, force=True)
 
     def _resync_lagging(self, room: Room) -> None:
         lagging, room.lagging = room.lagging, set()
@@ -405,11 +421,15 @@ class EdgeServer:
     async def _send_fresh_sync(self, session: Session, *, asked: bool = False) -> None:
         """Answer ``{"type":"sync"}`` (``asked``) or repair a lagging socket.
 
-        The state travels on another socket than the events, so it can be older
+        A lagging socket gets the events it missed from the broker's history
+        when it still holds them, and a full state only when it does not.  The
+        state travels on another socket than the events, so it can be older
         than events the socket already got: ask again (a few times) rather than
         send a state that goes back in ``v``.
         """
         assert self.bus is not None
+        if not asked and await self._send_missed_events(session):
+            return
         reply: Reply | None = None
         for _ in range(3):
             try:
@@ -429,6 +449,25 @@ class EdgeServer:
         if room is not None and not room.catch_up(session):
             room.lagging.add(session)
             self._want_fetch(room)
+
+    async def _send_missed_events(self, session: Session) -> bool:
+        """Send a socket that fell behind the events after its ``last_v``; False if it needs
+        a full state (the broker's history no longer has them, or it is unreachable)."""
+        assert self.bus is not None
+        since = session.last_v
+        if since is None:
+            return False
+        try:
+            reply = await self.bus.fetch(session.game_id, since)
+        except BrokerUnavailable:
+            return False
+        if not isinstance(reply, EventsReply) or reply.v < since:
+            return False
+        first = reply.v - len(reply.evs) + 1
+        for offset, data in enumerate(reply.evs):
+            session.deliver(first + offset, data)
+        room = self.rooms.get(session.game_id)
+        return room is None or room.catch_up(session)  # and what the room got meanwhile
 
     # --- presence ---------------------------------------------------------------
 

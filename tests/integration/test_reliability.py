@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 from websockets.asyncio.client import connect
 
+from broker.journal import pack_record, read_records
 from tests.integration.cluster import Cluster, eventually, http_json
 from tests.integration.games import Played, assert_clean_history, play, random_game
 from xlmate.client import GameClient
@@ -309,6 +310,40 @@ async def test_corrupt_journal_tail_is_dropped_and_the_game_goes_on(cluster: Clu
         for client in (white, black):
             await client.wait_for_v(len(moves))
             assert_clean_history(client, moves)
+    finally:
+        await white.close()
+        await black.close()
+
+
+async def test_a_broker_that_lost_acked_moves_takes_every_socket_back_with_it(
+    cluster: Cluster,
+) -> None:
+    """The broker comes back with fewer moves than it acked (``--fsync never`` and a power
+    loss, simulated by cutting its journal): each socket gets the older state once, and
+    the game goes on from there; a late answer on a busy bus is never taken for this."""
+    broker = cluster.start_broker()
+    edge = cluster.start_edge("eu-west")
+    game = cluster.new_game()
+    gid = game["gameId"]
+    white = await GameClient(gid, token=game["white"]["token"], edge_url=edge.url).connect()
+    black = await GameClient(gid, token=game["black"]["token"], edge_url=edge.url).connect()
+    moves = random_game(seed=7, plies=8)
+    try:
+        await play(white, black, moves[:6], Played())
+        broker.kill()
+        journal = cluster.root / "journal" / "journal.log"
+        records, _, _ = read_records(journal)
+        last_two = [i for i, r in enumerate(records) if r.get("t") == "cmd"][-2]
+        journal.write_bytes(b"".join(pack_record(r) for r in records[:last_two]))
+        cluster.restart(broker)
+        for client in (white, black):
+            await eventually(lambda c=client: c.model.v == 4, 10.0, "the sockets to go back to v4")
+            assert client.rewinds == 1 and client.model.moves == moves[:4]
+        assert "went back from v6 to v4" in edge.proc.log()
+        await asyncio.wait_for(play(white, black, moves[4:], Played()), 20)
+        for client in (white, black):
+            await client.wait_for_v(len(moves))
+            assert client.model.moves == moves and client.rewinds == 1
     finally:
         await white.close()
         await black.close()
