@@ -497,6 +497,8 @@ class Driver:
                     f"game {play.number} at {link.color}: {message}; state {play.state.value}",
                 )
                 self._end(play, finished=False)
+        elif kind == "sync":
+            await self._on_state(play, link, message)
         elif kind == "error":
             self._on_error(play, link, message)
         elif kind == CLOSED:
@@ -538,6 +540,19 @@ class Driver:
             play.sent_at = now
             await link.send_resign(play.cid)
 
+    async def _on_state(self, play: Play, link: Link, message: Message) -> None:
+        """A full state in mid-game (an edge repairs a socket that fell behind with one).
+
+        Its events are not sent again (PROTOCOL.md: a client takes the state),
+        so a state that already holds the move in flight is that move's receipt,
+        and one that shows the game over ends a resignation.
+        """
+        moves = message.get("moves") or []
+        if play.state is State.IN_FLIGHT and link is play.receiver and len(moves) > play.ply:
+            await self._on_move(play, link, {"type": "move", "uci": moves[play.ply]})
+        elif play.state is State.RESIGNING and message.get("status") == "over":
+            self._end(play, finished=True)
+
     def _on_error(self, play: Play, link: Link, message: Message) -> None:
         """An ``error`` frame: retry what can be retried, give up on the play otherwise."""
         code = str(message.get("code"))
@@ -562,7 +577,14 @@ class Driver:
             for play in list(self.plays.values()):
                 busy = play.state in (State.IN_FLIGHT, State.RESIGNING)
                 if busy and now - play.sent_at > timeout:
-                    self.stats.error("timeout")
+                    links = ", ".join(
+                        f"{link.color} at v{getattr(link, 'last_v', '?')}" for link in play.links
+                    )
+                    self.stats.error(
+                        "timeout",
+                        f"game {play.number} ({play.state.value}, ply {play.ply} of "
+                        f"{len(play.script.moves)}, ack pending {play.ack_pending}): {links}",
+                    )
                     self._end(play, finished=False)
 
     async def _pace(self, rate: float) -> None:
