@@ -54,7 +54,8 @@ from xlmate.wire import (
 log = logging.getLogger("xlmate.broker")
 
 EDGE_SILENCE_MS: Final = 3000  # presence of an edge that stopped beating expires after this
-MAX_FINISHED_IN_MEMORY: Final = 10_000
+MAX_FINISHED_IN_MEMORY: Final = 1000  # older finished games are read from the archive
+FINISHED_HISTORY: Final = 16  # events a finished game keeps for catch-ups (then its state)
 
 
 def event_json(event: dict[str, Any]) -> bytes:
@@ -88,6 +89,7 @@ class LiveGame:
     history: deque[tuple[int, bytes]]
     presence: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # edge -> (w, b, x)
     shown: tuple[bool, bool, int] = (False, False, 0)
+    pgn: str | None = None  # a finished game's PGN, written once when it ended
 
 
 class Authority:
@@ -289,7 +291,11 @@ class Authority:
         live = self.games.pop(game_id, None)
         if live is None:
             return None
-        self.archive.store(game_id, self._sync(live, now_ms), game_pgn(live.game))
+        live.pgn = game_pgn(live.game)
+        self.archive.store(game_id, self._sync(live, now_ms), live.pgn)
+        # Kept small: a finished game only answers late catch-ups, heads and PGN requests.
+        live.game.release()
+        live.history = deque(live.history, maxlen=FINISHED_HISTORY)
         self.finished[game_id] = live
         while len(self.finished) > MAX_FINISHED_IN_MEMORY:
             self.finished.popitem(last=False)
@@ -322,7 +328,7 @@ class Authority:
         """The PGN of a live, finished or archived game."""
         live = self.find(req.g)
         if live is not None:
-            return PgnReply(q=req.q, g=req.g, text=game_pgn(live.game))
+            return PgnReply(q=req.q, g=req.g, text=live.pgn or game_pgn(live.game))
         archived = self.archive.load(req.g)
         if archived is None:
             return MissingReply(q=req.q, g=req.g)

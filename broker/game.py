@@ -284,6 +284,20 @@ class Game:
         """The platform id recorded for a seat, or None (also for an unknown color)."""
         return self._players.get(color)
 
+    def release(self) -> None:
+        """Drop what only play needs, once the game is over (the broker keeps
+        recently finished games in memory for late catch-ups and PGN requests).
+
+        The board's move stack and the remembered command ids go; the move
+        lists, the position and everything ``sync`` reads stay.  Write the PGN
+        first: ``game_pgn`` needs the move stack to see where the game started.
+        """
+        if self.status != "over":
+            raise ValueError("release() is for finished games")
+        self._board.clear_stack()
+        self._keys.clear()
+        self._safety = None
+
     def players_id(self, color: Color) -> str | None:
         """Same as ``player``; the name broker/authority.py calls."""
         return self._players.get(color)

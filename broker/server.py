@@ -277,7 +277,11 @@ class BrokerServer:
         )
 
     def _compact(self) -> None:
-        """Rewrite the journal with the records of live games only."""
+        """Rewrite the journal with the records of live games only.
+
+        The archive files of the games it drops are made durable first.
+        """
+        self.archive.flush()
         records, _, _ = read_records(self.journal.path)
         live = self.authority.games
         keep = [r for r in records if r.get("g") in live]

@@ -162,6 +162,18 @@ def test_fools_mate_is_checkmate() -> None:
     assert game.deadline_ms() is None
 
 
+def test_a_released_game_answers_sync_as_before() -> None:
+    """``release`` (the broker's finished-game diet) does not change the state clients get."""
+    game = new_game()
+    with pytest.raises(ValueError):
+        game.release()  # only for finished games
+    play(game, ["e2e4", "e7e5", "f1c4", "b8c6", "d1h5", "g8f6", "h5f7"])
+    sync = game.sync(T0 + 60_000)
+    game.release()
+    assert game.sync(T0 + 60_000) == sync
+    assert not game.board.move_stack
+
+
 def test_stalemate_is_a_draw() -> None:
     """Sam Loyd's ten-move stalemate ends the game 1/2-1/2 stalemate."""
     game = new_game()
