@@ -5,16 +5,20 @@ available (``GET /v1/games/{id}`` and ``/pgn`` on any edge) while the live
 journal holds only games in play.  Game ids are ``[A-Za-z0-9_-]{1,64}``, so
 they are safe file names.
 
-A file is written (temp file, rename) without an fsync of its own: an fsync
-costs milliseconds, and games end dozens of times a second.  Until ``flush``
-the journal still holds the game's records, and the broker calls ``flush``
-(one ``sync`` for every file written since) before a compaction drops them.
+A file is written (temp file, rename) on the event loop, and made durable
+(fsync of the file, then of the directory) by a background thread: an fsync
+costs milliseconds and games end dozens of times a second.  Until then the
+journal still holds the game's records: compaction keeps the records of the
+games in ``pending()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,10 @@ class Archive:
     def __init__(self, directory: Path, *, durable: bool = True) -> None:
         self.directory = directory
         self.durable = durable
-        self.unflushed = 0  # files written since the last flush
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()  # written, not yet known durable
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._syncer: threading.Thread | None = None
 
     def _path(self, game_id: str) -> Path:
         if not GAME_ID_RE.match(game_id):
@@ -37,20 +44,66 @@ class Archive:
         return self.directory / f"{game_id}.json"
 
     def store(self, game_id: str, sync: dict[str, Any], pgn: str) -> None:
-        """Write a finished game (atomically: temp file, rename; durable after ``flush``)."""
+        """Write a finished game (atomically: temp file, rename); durable soon after."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(game_id)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             f.write(orjson.dumps({"sync": sync, "pgn": pgn}))
         os.replace(tmp, path)
-        self.unflushed += 1
+        if not self.durable:
+            return
+        with self._lock:
+            self._pending.add(game_id)
+        if self._syncer is None:
+            self._syncer = threading.Thread(target=self._sync_loop, name="archive-fsync")
+            self._syncer.daemon = True
+            self._syncer.start()
+        self._queue.put(game_id)
+
+    def pending(self) -> set[str]:
+        """Games whose file is written but not yet known to be durable."""
+        with self._lock:
+            return set(self._pending)
+
+    def _sync_loop(self) -> None:
+        """The background thread: fsync each file written, then the directory."""
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty() and len(batch) < 256:
+                batch.append(self._queue.get())
+            if None in batch:
+                return
+            self._sync_files(batch)  # type: ignore[arg-type]
+
+    def _sync_files(self, game_ids: list[str]) -> None:
+        for game_id in game_ids:
+            with contextlib.suppress(OSError):  # (gone: a later compaction keeps its records)
+                fd = os.open(self._path(game_id), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        with self._lock:
+            self._pending.difference_update(game_ids)
 
     def flush(self) -> None:
-        """Make every file written so far durable (one ``sync`` for all of them)."""
-        if self.durable and self.unflushed:
-            os.sync()
-        self.unflushed = 0
+        """Make every file written so far durable, now, on this thread (at start and stop)."""
+        waiting = self.pending()
+        if waiting:
+            self._sync_files(sorted(waiting))
+
+    def close(self) -> None:
+        """Stop the background thread (what it has not synced, ``flush`` can)."""
+        if self._syncer is not None:
+            self._queue.put(None)
+            self._syncer.join(timeout=5)
+            self._syncer = None
 
     def load(self, game_id: str) -> tuple[dict[str, Any], str] | None:
         """The archived ``(sync, pgn)`` of a game, or ``None``."""

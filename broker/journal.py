@@ -58,6 +58,14 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], int, str | None]:
     return records, good_end, problem
 
 
+def scan_records(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each intact record of ``data`` with the offset after it; stops at a torn or bad one."""
+    for end, record, _ in _scan(data):
+        if record is None:
+            return
+        yield end, record
+
+
 def _scan(data: bytes) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """Yield (offset after record, record, None) and finally (good offset, None, problem)."""
     offset = 0
@@ -151,6 +159,13 @@ class Journal:
         if fd is not None and target != self.bytes_synced:
             os.fsync(fd)
             self.bytes_synced = max(self.bytes_synced, target)
+
+    def read_from(self, offset: int) -> list[dict[str, Any]]:
+        """The records appended after byte ``offset`` (which ends a record)."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+        return [record for _, record in scan_records(data)]
 
     def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
         """Atomically replace the journal with ``records`` (compaction)."""

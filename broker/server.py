@@ -33,7 +33,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from broker.archive import Archive
 from broker.authority import Authority, Batch
-from broker.journal import Journal, read_records
+from broker.journal import Journal, read_records, scan_records
 from xlmate import curve, metrics
 from xlmate.config import BrokerConfig, tcp
 from xlmate.errors import WireError
@@ -56,8 +56,8 @@ log = logging.getLogger("xlmate.broker")
 
 MAX_BATCH: Final = 512
 MAX_INBOUND: Final = 64 * 1024  # bytes; zmq drops bigger frames (and their peer)
+COMPACTION_SLICE: Final = 2000  # journal records decoded per turn of the loop
 QUEUE_LIMIT: Final = 100_000  # messages queued per peer (XSUB in, XPUB out) before zmq drops
-COMPACT_AFTER: Final = 1000  # finished games between two journal compactions
 
 
 Outgoing = list[tuple[zmq.asyncio.Socket, list[bytes]]]
@@ -122,7 +122,8 @@ class BrokerServer:
         self._timer_target = 0  # when the timer loop wakes next (ms): earlier deadlines wake it
         self._outbox: Outgoing = []  # waiting for fsync
         self._durable = asyncio.Event()  # the outbox has something
-        self._syncing = False  # an fsync runs in a worker thread
+        self._journal_lock = asyncio.Lock()  # held by an fsync in a worker thread, or compaction
+        self._compaction_wanted = asyncio.Event()
         self._finished_since_compaction = 0
 
     # --- lifecycle ------------------------------------------------------------
@@ -150,6 +151,7 @@ class BrokerServer:
         )
         loops = [
             self._durability_loop(),
+            self._compaction_loop(),
             self._command_loop(),
             self._subscription_loop(),
             self._catchup_loop(),
@@ -239,6 +241,7 @@ class BrokerServer:
         if self._http is not None:
             await self._http.wait_closed()
         self.journal.close()  # syncs: what waited for an fsync can go out now
+        self.archive.close()
         self._send_all(self._outbox)
         self._outbox.clear()
         for sock in self._sockets:
@@ -277,9 +280,10 @@ class BrokerServer:
         )
 
     def _compact(self) -> None:
-        """Rewrite the journal with the records of live games only.
+        """At start: rewrite the journal with the records of live games only.
 
-        The archive files of the games it drops are made durable first.
+        The archive files of the games it drops are made durable first.  (While
+        running, ``_compaction_loop`` does this without stalling the loop.)
         """
         self.archive.flush()
         records, _, _ = read_records(self.journal.path)
@@ -347,8 +351,8 @@ class BrokerServer:
             ends = [self.authority.finish(game_id, now) for game_id in batch.finished]
             self.journal.append(r for r in ends if r is not None)
             self._finished_since_compaction += len(ends)
-        if self._finished_since_compaction >= COMPACT_AFTER and not self._syncing:
-            self._compact()  # (never under a running fsync: compaction swaps the file)
+            if self._finished_since_compaction >= self.config.compact_after:
+                self._compaction_wanted.set()
         deadline = self.authority.next_deadline()
         if deadline is not None and deadline < self._timer_target:
             self._timer_wake.set()
@@ -379,18 +383,53 @@ class BrokerServer:
             self._durable.clear()
             waiting, self._outbox = self._outbox, []
             if self.journal.dirty:
-                started = time.perf_counter()
-                self._syncing = True
-                try:
+                async with self._journal_lock:  # (compaction swaps the file)
+                    started = time.perf_counter()
                     await asyncio.to_thread(self.journal.sync)
-                finally:
-                    self._syncing = False
-                self._m_fsync.observe(time.perf_counter() - started)
+                    self._m_fsync.observe(time.perf_counter() - started)
             self._send_all(waiting)
             if self._outbox:
                 self._durable.set()
-            elif self._finished_since_compaction >= COMPACT_AFTER:
-                self._compact()
+
+    async def _compaction_loop(self) -> None:
+        """Compact the journal once ``compact_after`` games have ended, without a stall.
+
+        The file is read in a worker thread, and its records are decoded on
+        the loop a slice at a time, so moves keep flowing: a worker thread
+        decoding them would hold the interpreter lock for most of a second.
+        Kept: the records of games live when their record is read, or whose
+        archive file is not durable yet, and everything appended meanwhile.
+        The rewrite itself runs with no fsync in flight.
+        """
+        while True:
+            await self._compaction_wanted.wait()
+            self._compaction_wanted.clear()
+            self._finished_since_compaction = 0
+            started = time.perf_counter()
+            data = await asyncio.to_thread(self.journal.path.read_bytes)
+            live, not_durable = self.authority.games, self.archive.pending()
+            keep: list[dict[str, Any]] = []
+            end = seen = 0
+            for offset, record in scan_records(data):
+                end = offset  # the records after it are read again under the lock
+                seen += 1
+                if record["g"] in live or record["g"] in not_durable:
+                    keep.append(record)
+                if seen % COMPACTION_SLICE == 0:
+                    await asyncio.sleep(0)  # let the loop serve moves between slices
+            del data
+            async with self._journal_lock:
+                paused = time.perf_counter()
+                keep += self.journal.read_from(end)
+                self.journal.rewrite(keep)
+                done = time.perf_counter()
+            log.info(
+                "journal compacted: kept %d of %d records in %.0f ms (the last %.0f ms alone)",
+                len(keep),
+                seen,
+                (done - started) * 1000,
+                (done - paused) * 1000,
+            )
 
     async def _timer_loop(self) -> None:
         while True:

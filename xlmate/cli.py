@@ -130,6 +130,12 @@ def discovery(
 @click.option("--heartbeat-ms", default=500, show_default=True, help="control-topic heartbeat")
 @click.option("--history", default=128, show_default=True, help="events kept per game")
 @click.option("--abort-after-ms", default=30_000, show_default=True, help="first-move timeout")
+@click.option(
+    "--compact-after",
+    default=1000,
+    show_default=True,
+    help="finished games between two compactions of the journal",
+)
 def broker(
     host: str,
     xsub_port: int,
@@ -142,6 +148,7 @@ def broker(
     heartbeat_ms: int,
     history: int,
     abort_after_ms: int,
+    compact_after: int,
     curve_dir: Path | None,
 ) -> None:
     """Run the broker: sequences, checks and journals every game."""
@@ -160,6 +167,7 @@ def broker(
         history=history,
         abort_after_ms=abort_after_ms,
         curve_dir=curve_dir,
+        compact_after=compact_after,
     )
     _run(broker_main(config))
 

@@ -61,12 +61,15 @@ class BrokerConfig:
     abort_after_ms: int = 30_000  # a side that never makes its first move aborts the game
     max_games: int = 100_000
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
+    compact_after: int = 1000  # finished games between two journal compactions
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):
             raise ConfigError(f"fsync must be always, interval or never, not {self.fsync!r}")
         if self.history < 1:
             raise ConfigError("history must be at least 1")
+        if self.compact_after < 1:
+            raise ConfigError("compact-after must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

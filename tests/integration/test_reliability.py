@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from broker.journal import pack_record, read_records
-from tests.integration.cluster import Cluster, eventually, http_json
+from tests.integration.cluster import Cluster, eventually, http_get, http_json
 from tests.integration.games import Played, assert_clean_history, play, random_game
 from xlmate.client import GameClient
 
@@ -344,6 +344,49 @@ async def test_a_broker_that_lost_acked_moves_takes_every_socket_back_with_it(
         for client in (white, black):
             await client.wait_for_v(len(moves))
             assert client.model.moves == moves and client.rewinds == 1
+    finally:
+        await white.close()
+        await black.close()
+
+
+async def test_compaction_keeps_live_games_and_archives_finished_ones(cluster: Cluster) -> None:
+    """--compact-after 2: two games end and the journal is compacted while a third is in
+    play; after a SIGKILL the live game goes on and the ended ones are served from the
+    archive."""
+    broker = cluster.start_broker("--compact-after", "2")
+    edge = cluster.start_edge("eu-west")
+    live = cluster.new_game()
+    white = await GameClient(
+        live["gameId"], token=live["white"]["token"], edge_url=edge.url
+    ).connect()
+    black = await GameClient(
+        live["gameId"], token=live["black"]["token"], edge_url=edge.url
+    ).connect()
+    moves = random_game(seed=8, plies=10)
+    ended: list[str] = []
+    try:
+        await play(white, black, moves[:4], Played())
+        for _ in range(2):
+            game = cluster.new_game()
+            gid = game["gameId"]
+            w = await GameClient(gid, token=game["white"]["token"], edge_url=edge.url).connect()
+            b = await GameClient(gid, token=game["black"]["token"], edge_url=edge.url).connect()
+            await play(w, b, ["f2f3", "e7e5", "g2g4", "d8h4"], Played())  # fool's mate
+            await w.close()
+            await b.close()
+            ended.append(gid)
+        await eventually(lambda: "journal compacted" in broker.log(), 10.0, "a compaction")
+        records, _, _ = read_records(cluster.root / "journal" / "journal.log")
+        assert {r["g"] for r in records} == {live["gameId"]}
+        broker.kill()
+        cluster.restart(broker)
+        await asyncio.wait_for(play(white, black, moves[4:], Played()), 20)
+        for client in (white, black):
+            await client.wait_for_v(len(moves))
+            assert_clean_history(client, moves)
+        for gid in ended:
+            status, pgn = http_get(f"{edge.http}/v1/games/{gid}/pgn")
+            assert status == 200 and b"Qh4#" in pgn and b'[Result "0-1"]' in pgn
     finally:
         await white.close()
         await black.close()
