@@ -33,7 +33,7 @@ from edge.bus import BrokerUnavailable, BusClient, Reply
 from edge.discovery_client import DiscoveryClient
 from edge.pending import PendingCommands
 from edge.rooms import Room
-from edge.session import Session, TokenBucket, client_address, dumps
+from edge.session import Flusher, Session, TokenBucket, client_address, dumps
 from xlmate import curve, metrics
 from xlmate.config import EdgeConfig, cluster_secret
 from xlmate.constants import (
@@ -99,6 +99,7 @@ class EdgeServer:
         self.max_per_ip = config.max_per_ip
         self.rooms: dict[str, Room] = {}
         self.sessions: set[Session] = set()
+        self._flusher = Flusher()  # writes what sessions framed, once per loop turn
         self.per_ip: dict[str, int] = {}
         self.pending = PendingCommands(
             resend_ms=config.resend_ms, timeout_ms=config.command_timeout_ms
@@ -589,6 +590,7 @@ class EdgeServer:
             remote=remote,
             queue_limit=QUEUE_LIMIT,
             rate=TokenBucket(RATE_PER_S, RATE_BURST, time.monotonic()),
+            flusher=self._flusher,
             on_kill=self._count_close,
         )
         self._join(session)

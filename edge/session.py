@@ -8,9 +8,12 @@ control.  A client that lets that queue fill up is a slow consumer and is
 closed with 4008, so it can neither grow memory nor delay anyone.
 
 The direct path uses the ``websockets`` Sans-I/O protocol of the connection
-(``protocol.send_text`` then ``send_data``), exactly what ``Connection.send``
-does inside its send context, minus one coroutine and one task switch per
-frame; the project pins ``websockets`` to a major version for that reason.
+(``protocol.send_text``, then writing ``protocol.data_to_send()`` to the
+transport), exactly what ``Connection.send`` does inside its send context,
+minus one coroutine and one task switch per frame; the project pins
+``websockets`` to a major version for that reason.  The bytes are written once
+per turn of the event loop (``Flusher``): a mover gets its move event and its
+ack in one system call.
 """
 
 from __future__ import annotations
@@ -70,10 +73,31 @@ class TokenBucket:
         return False
 
 
+class Flusher:
+    """Writes what sessions framed during one turn of the event loop, one write each."""
+
+    def __init__(self) -> None:
+        self._sessions: list[Session] = []
+
+    def mark(self, session: Session) -> None:
+        """``session`` has framed bytes to write at the end of this loop turn."""
+        if not self._sessions:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._sessions.append(session)
+
+    def flush(self) -> None:
+        """Write every marked session's pending frames."""
+        sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.flush()
+
+
 class Session:
     """A connected player or spectator of one game on this edge."""
 
     __slots__ = (
+        "_flusher",
+        "_marked",
         "_writer",
         "_writing",
         "closed",
@@ -97,6 +121,7 @@ class Session:
         remote: str,
         queue_limit: int,
         rate: TokenBucket,
+        flusher: Flusher,
         on_kill: Callable[[int], None] | None = None,
     ) -> None:
         self.ws = ws
@@ -108,6 +133,8 @@ class Session:
         self.strikes = 0
         self.closed = False
         self._writing = False  # the writer task holds a frame: keep order, queue behind it
+        self._flusher = flusher
+        self._marked = False  # frames framed by send, written at the end of the loop turn
         self.on_kill = on_kill  # told the close code whenever the edge closes this socket
         self.remote = remote
         self._writer = asyncio.create_task(self._write())
@@ -129,15 +156,39 @@ class Session:
         ):
             try:
                 ws.protocol.send_text(data)
-                ws.send_data()
-            except Exception:  # the transport went away under us: the reader will see it
+            except Exception:  # the connection went away under us: the reader will see it
                 self.closed = True
+                return
+            if not self._marked:
+                self._marked = True
+                self._flusher.mark(self)
             return
         try:
             self.queue.put_nowait(data)
         except asyncio.QueueFull:
             log.info("slow consumer on game %s (%s): closing 4008", self.game_id, self.remote)
             self.kill(CLOSE_POLICY, "slow consumer")
+
+    def flush(self) -> None:
+        """Write the frames ``send`` framed since the last flush, with one system call."""
+        self._marked = False
+        ws = self.ws
+        chunks = ws.protocol.data_to_send()
+        if not chunks:
+            return
+        try:
+            if all(chunks):
+                ws.transport.write(b"".join(chunks))
+            else:  # an end-of-stream marker (the connection is closing): do as websockets does
+                for chunk in chunks:
+                    if chunk:
+                        ws.transport.write(chunk)
+                    elif ws.transport.can_write_eof():
+                        ws.transport.write_eof()
+                    else:
+                        ws.transport.close()
+        except Exception:  # the transport went away under us: the reader will see it
+            self.closed = True
 
     def send_json(self, payload: dict[str, Any]) -> None:
         """Queue one JSON message."""
