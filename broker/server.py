@@ -397,9 +397,10 @@ class BrokerServer:
         The file is read in a worker thread, and its records are decoded on
         the loop a slice at a time, so moves keep flowing: a worker thread
         decoding them would hold the interpreter lock for most of a second.
-        Kept: the records of games live when their record is read, or whose
-        archive file is not durable yet, and everything appended meanwhile.
-        The rewrite itself runs with no fsync in flight.
+        A record can go once its game has ended and its archive file is
+        durable: games in that state when the file was read are dropped while
+        decoding; the rest, with what was appended meanwhile, is filtered again
+        at the rewrite, which runs as one step with no fsync in flight.
         """
         while True:
             await self._compaction_wanted.wait()
@@ -407,13 +408,13 @@ class BrokerServer:
             self._finished_since_compaction = 0
             started = time.perf_counter()
             data = await asyncio.to_thread(self.journal.path.read_bytes)
-            live, not_durable = self.authority.games, self.archive.pending()
+            wanted = self._games_to_keep()  # (after the read: every game in it is known)
             keep: list[dict[str, Any]] = []
             end = seen = 0
             for offset, record in scan_records(data):
                 end = offset  # the records after it are read again under the lock
                 seen += 1
-                if record["g"] in live or record["g"] in not_durable:
+                if record["g"] in wanted:
                     keep.append(record)
                 if seen % COMPACTION_SLICE == 0:
                     await asyncio.sleep(0)  # let the loop serve moves between slices
@@ -421,6 +422,8 @@ class BrokerServer:
             async with self._journal_lock:
                 paused = time.perf_counter()
                 keep += self.journal.read_from(end)
+                wanted = self._games_to_keep()
+                keep = [record for record in keep if record["g"] in wanted]
                 self.journal.rewrite(keep)
                 done = time.perf_counter()
             log.info(
@@ -430,6 +433,10 @@ class BrokerServer:
                 (done - started) * 1000,
                 (done - paused) * 1000,
             )
+
+    def _games_to_keep(self) -> set[str]:
+        """Games whose journal records compaction keeps: live, or archived but not durably."""
+        return self.authority.games.keys() | self.archive.pending()
 
     async def _timer_loop(self) -> None:
         while True:
