@@ -34,10 +34,10 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.root.level))
 
 
-def _run(coro_main: Coroutine[Any, Any, None]) -> None:
+def _run(coro_main: Coroutine[Any, Any, None], loop: str | None = None) -> None:
     """Run a component's coroutine (on uvloop when installed); XLMateError becomes exit 2."""
     try:
-        eventloop.run(coro_main)
+        eventloop.run(coro_main, loop)
     except XLMateError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
@@ -406,7 +406,10 @@ def bench(
         )
     except XLMateError as exc:
         raise click.ClickException(str(exc)) from exc
-    _run(bench_main(config))
+    # The load generator stays on asyncio's own loop, whatever XLMATE_LOOP says: a
+    # websockets client holding 10,000 sockets on uvloop stalled for 300-500 ms at a
+    # time (BENCHMARKS.md), which would be charged to the target's latency.
+    _run(bench_main(config), loop="asyncio")
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 uvloop (libuv under the asyncio API) makes socket reads, writes and callbacks
 cheaper than the standard selector loop; it is a dependency on Linux and
 macOS.  ``XLMATE_LOOP=asyncio`` selects the standard loop (to compare the two,
-or to rule uvloop out when debugging); ``uvloop`` insists on it.
+or to rule uvloop out when debugging); ``uvloop`` insists on it.  The load
+generator (``xlmate bench``) always runs on the standard loop (see cli.py).
 """
 
 from __future__ import annotations
