@@ -12,8 +12,8 @@ published it can skip the sender.  On joining, a socket gets
 ``{"type":"hello"}`` (see ``relay_single.py``).
 
 Needs ``redis`` (``pip install 'xlmate-realtime[bench]'``); ``benchmarks/run``
-installs it and starts ``redis-server``.  It runs on the same event loop as the
-product (uvloop when installed; ``XLMATE_LOOP`` chooses).
+installs it and starts ``redis-server``.  It runs on the same event loop as an edge
+(asyncio's own unless ``XLMATE_LOOP`` says otherwise).
 
     python benchmarks/relay_redis.py --port 9002 --redis-url redis://127.0.0.1:6390/0
 """
@@ -116,4 +116,4 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=9002)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
-    eventloop.run(main(args.host, args.port, args.redis_url))
+    eventloop.run(main(args.host, args.port, args.redis_url), auto="asyncio")

@@ -7,8 +7,8 @@ a client knows it is in the room (the cluster's ``sync`` plays that part).
 
 This is the ceiling for "a relay in Python with websockets on one core": what
 the cluster pays for sequencing, checking, journaling and fan-out across
-processes is measured against it.  Server settings and event loop (uvloop when
-installed, `XLMATE_LOOP`) match the edge's.
+processes is measured against it.  Server settings and event loop (asyncio's
+own unless `XLMATE_LOOP` says otherwise) match the edge's.
 
     python benchmarks/relay_single.py --port 9001
 """
@@ -75,4 +75,4 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     args = parser.parse_args()
-    eventloop.run(main(args.host, args.port))
+    eventloop.run(main(args.host, args.port), auto="asyncio")

@@ -34,10 +34,13 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.root.level))
 
 
-def _run(coro_main: Coroutine[Any, Any, None], loop: str | None = None) -> None:
-    """Run a component's coroutine (on uvloop when installed); XLMateError becomes exit 2."""
+def _run(
+    coro_main: Coroutine[Any, Any, None], loop: str | None = None, auto: str = "uvloop"
+) -> None:
+    """Run a component's coroutine (on the loop ``xlmate.eventloop`` picks); XLMateError
+    becomes exit 2."""
     try:
-        eventloop.run(coro_main, loop)
+        eventloop.run(coro_main, loop, auto=auto)
     except XLMateError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
@@ -252,7 +255,7 @@ def edge(
         drop_events_every=drop_events_every,
         curve_dir=curve_dir,
     )
-    _run(edge_main(config))
+    _run(edge_main(config), auto="asyncio")  # (eventloop.py: uvloop stalls with many sockets)
 
 
 @cli.command()
@@ -406,9 +409,9 @@ def bench(
         )
     except XLMateError as exc:
         raise click.ClickException(str(exc)) from exc
-    # The load generator stays on asyncio's own loop, whatever XLMATE_LOOP says: a
-    # websockets client holding 10,000 sockets on uvloop stalled for 300-500 ms at a
-    # time (BENCHMARKS.md), which would be charged to the target's latency.
+    # The load generator stays on asyncio's own loop, whatever XLMATE_LOOP says: with
+    # 10,000 sockets uvloop stalls (xlmate/eventloop.py), which would be charged to the
+    # target's latency.
     _run(bench_main(config), loop="asyncio")
 
 

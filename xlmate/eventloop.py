@@ -1,10 +1,15 @@
-"""The event loop every ``xlmate`` process runs on: uvloop when it is installed.
+"""The event loop each ``xlmate`` process runs on.
 
-uvloop (libuv under the asyncio API) makes socket reads, writes and callbacks
-cheaper than the standard selector loop; it is a dependency on Linux and
-macOS.  ``XLMATE_LOOP=asyncio`` selects the standard loop (to compare the two,
-or to rule uvloop out when debugging); ``uvloop`` insists on it.  The load
-generator (``xlmate bench``) always runs on the standard loop (see cli.py).
+uvloop (libuv under the asyncio API) makes socket I/O and callbacks cheaper
+than the standard selector loop, and it is a dependency on Linux and macOS.
+The broker and discovery run on it by default.  Edges run on asyncio's own
+loop by default: with thousands of WebSockets open, an edge on uvloop stalled
+for 300-500 ms at a time (p99 309 ms against 7 ms at 5,000 live games,
+BENCHMARKS.md), although it spends less CPU per move under load.
+
+``XLMATE_LOOP`` overrides the default of each process: ``uvloop`` or
+``asyncio`` for every process, ``auto`` (the default) for the above.  The load
+generator (``xlmate bench``) always runs on asyncio's loop.
 """
 
 from __future__ import annotations
@@ -22,31 +27,35 @@ CHOICES: Final = ("auto", "uvloop", "asyncio")
 T = TypeVar("T")
 
 
-def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The factory of the chosen loop; ``None`` means asyncio's default."""
+def loop_factory(
+    choice: str | None = None, *, auto: str = "uvloop"
+) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the chosen loop; ``None`` means asyncio's default.
+
+    ``choice`` (else ``XLMATE_LOOP``, else ``auto``) picks it; ``auto`` means
+    the process's own default, ``auto``.
+    """
     choice = (choice or os.environ.get(LOOP_ENV) or "auto").lower()
     if choice not in CHOICES:
         raise ConfigError(f"{LOOP_ENV} must be one of {', '.join(CHOICES)}, not {choice!r}")
+    explicit = choice != "auto"
+    if not explicit:
+        choice = auto
     if choice == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
-        if choice == "uvloop":
+        if explicit:
             raise ConfigError(f"{LOOP_ENV}=uvloop but uvloop is not installed") from None
         return None
     return uvloop.new_event_loop
 
 
-def loop_name(choice: str | None = None) -> str:
-    """``uvloop`` or ``asyncio``: what ``run`` will use (for reports)."""
-    return "asyncio" if loop_factory(choice) is None else "uvloop"
-
-
-def run(main: Coroutine[Any, Any, T], choice: str | None = None) -> T:
-    """``asyncio.run(main)`` on the chosen loop."""
+def run(main: Coroutine[Any, Any, T], choice: str | None = None, *, auto: str = "uvloop") -> T:
+    """``asyncio.run(main)`` on the chosen loop (see ``loop_factory``)."""
     try:
-        factory = loop_factory(choice)
+        factory = loop_factory(choice, auto=auto)
     except ConfigError:
         main.close()  # never started: no "coroutine was never awaited" warning
         raise
