@@ -32,8 +32,8 @@ def loop_factory(
 ) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The factory of the chosen loop; ``None`` means asyncio's default.
 
-    ``choice`` (else ``XLMATE_LOOP``, else ``auto``) picks it; ``auto`` means
-    the process's own default, ``auto``.
+    ``choice``, else ``XLMATE_LOOP``, picks it; ``"auto"`` (the default) means
+    the process's own default, the ``auto`` argument.
     """
     choice = (choice or os.environ.get(LOOP_ENV) or "auto").lower()
     if choice not in CHOICES:
