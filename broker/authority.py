@@ -260,9 +260,25 @@ class Authority:
     # --- time ------------------------------------------------------------------
 
     def _schedule(self, live: LiveGame) -> None:
+        """Push the game's next deadline; stale entries stay until popped (``due`` checks).
+
+        Every move pushes one, so the heap is rebuilt from the live games'
+        current deadlines whenever stale entries outnumber live games by far.
+        """
         deadline = live.game.deadline_ms()
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, live.game.game_id))
+        if len(self._deadlines) > 4 * len(self.games) + 1024:
+            self._rebuild_deadlines()
+
+    def _rebuild_deadlines(self) -> None:
+        deadlines = []
+        for game_id, live in self.games.items():
+            deadline = live.game.deadline_ms()
+            if deadline is not None:
+                deadlines.append((deadline, game_id))
+        heapq.heapify(deadlines)
+        self._deadlines = deadlines
 
     def next_deadline(self) -> int | None:
         """The earliest pending game deadline (may be stale: ``due`` checks)."""

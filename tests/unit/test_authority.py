@@ -1,0 +1,60 @@
+"""The game authority without sockets: bounded bookkeeping under many moves."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import chess
+
+from broker.archive import Archive
+from broker.authority import Authority, Batch
+from xlmate.wire import CommandMsg, OpenRequest
+
+T0 = 1_700_000_000_000
+
+
+def quiet_moves(seed: int, plies: int) -> list[str]:
+    """Random legal moves that never end the game (no mate, no draw of any kind)."""
+    rng = random.Random(seed)
+    board = chess.Board()
+    moves: list[str] = []
+    while len(moves) < plies:
+        candidates = list(board.legal_moves)
+        rng.shuffle(candidates)
+        for move in candidates:
+            board.push(move)
+            if not board.is_game_over() and not board.is_repetition(3):
+                moves.append(move.uci())
+                break
+            board.pop()
+        else:
+            raise AssertionError("no quiet move")
+    return moves
+
+
+def test_the_deadline_heap_stays_bounded_however_many_moves(tmp_path: Path) -> None:
+    """Every move schedules the game's next deadline; stale entries do not pile up."""
+    authority = Authority(Archive(tmp_path / "archive"))
+    games = [f"g{n}" for n in range(20)]
+    for number, game_id in enumerate(games):
+        for seat in ("white", "black"):
+            req = OpenRequest(q=number, g=game_id, s=seat, p=None, tc=[600_000, 2_000])
+            authority.open(req, T0, Batch())
+    now = T0
+    scripts = {game_id: quiet_moves(seed, 80) for seed, game_id in enumerate(games)}
+    largest = 0
+    for ply in range(80):
+        for game_id in games:
+            now += 10
+            seat = "white" if ply % 2 == 0 else "black"
+            cmd = {"t": "move", "u": scripts[game_id][ply]}
+            batch = Batch()
+            msg = CommandMsg(g=game_id, e="edge-1", s=seat, i=f"c{ply}", c=cmd)
+            authority.command(msg, now, batch)
+            assert batch.records, f"{game_id} ply {ply} was refused: {batch.frames}"
+            largest = max(largest, len(authority._deadlines))
+    assert 4 * len(games) + 1024 < 20 * 80  # the moves would overflow the bound...
+    assert largest <= 4 * len(games) + 1024 + 1  # ...but the heap never does
+    current = {(live.game.deadline_ms(), game_id) for game_id, live in authority.games.items()}
+    assert current <= set(authority._deadlines), "a rebuild lost a game's deadline"
