@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import chess
 
@@ -22,6 +23,14 @@ def mint_game(
     white = mint_seat_token(SECRET, gid, "white", player_id=white_id, clock=clock)
     black = mint_seat_token(SECRET, gid, "black", player_id=black_id, clock=clock)
     return gid, white, black
+
+
+async def seat_players(game: dict[str, Any], url: str) -> tuple[GameClient, GameClient]:
+    """White and black of ``game`` (as ``Cluster.new_game`` returns it), connected to ``url``."""
+    gid = game["gameId"]
+    white = await GameClient(gid, token=game["white"]["token"], edge_url=url).connect()
+    black = await GameClient(gid, token=game["black"]["token"], edge_url=url).connect()
+    return white, black
 
 
 def random_game(seed: int, plies: int) -> list[str]:

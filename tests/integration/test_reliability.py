@@ -14,7 +14,13 @@ from websockets.asyncio.client import connect
 
 from broker.journal import pack_record, read_records
 from tests.integration.cluster import Cluster, eventually, http_get, http_json
-from tests.integration.games import Played, assert_clean_history, play, random_game
+from tests.integration.games import (
+    Played,
+    assert_clean_history,
+    play,
+    random_game,
+    seat_players,
+)
 from xlmate.client import GameClient
 
 
@@ -246,8 +252,7 @@ async def test_resume_with_v_gets_exactly_the_missed_events(cluster: Cluster) ->
     b = cluster.start_edge("us-east")
     game = cluster.new_game()
     gid = game["gameId"]
-    white = await GameClient(gid, token=game["white"]["token"], edge_url=a.url).connect()
-    black = await GameClient(gid, token=game["black"]["token"], edge_url=a.url).connect()
+    white, black = await seat_players(game, a.url)
     moves = random_game(seed=4, plies=7)
     moves, next_move = moves[:6], moves[6]
     try:
@@ -276,8 +281,7 @@ async def test_resume_older_than_history_gets_a_sync(cluster: Cluster) -> None:
     a = cluster.start_edge("eu-west")
     game = cluster.new_game()
     gid = game["gameId"]
-    white = await GameClient(gid, token=game["white"]["token"], edge_url=a.url).connect()
-    black = await GameClient(gid, token=game["black"]["token"], edge_url=a.url).connect()
+    white, black = await seat_players(game, a.url)
     moves = random_game(seed=5, plies=8)
     try:
         await play(white, black, moves, Played())
@@ -294,9 +298,7 @@ async def test_corrupt_journal_tail_is_dropped_and_the_game_goes_on(cluster: Clu
     broker = cluster.start_broker()
     edge = cluster.start_edge("eu-west")
     game = cluster.new_game()
-    gid = game["gameId"]
-    white = await GameClient(gid, token=game["white"]["token"], edge_url=edge.url).connect()
-    black = await GameClient(gid, token=game["black"]["token"], edge_url=edge.url).connect()
+    white, black = await seat_players(game, edge.url)
     moves = random_game(seed=6, plies=10)
     try:
         await play(white, black, moves[:6], Played())
@@ -324,9 +326,7 @@ async def test_a_broker_that_lost_acked_moves_takes_every_socket_back_with_it(
     broker = cluster.start_broker()
     edge = cluster.start_edge("eu-west")
     game = cluster.new_game()
-    gid = game["gameId"]
-    white = await GameClient(gid, token=game["white"]["token"], edge_url=edge.url).connect()
-    black = await GameClient(gid, token=game["black"]["token"], edge_url=edge.url).connect()
+    white, black = await seat_players(game, edge.url)
     moves = random_game(seed=7, plies=8)
     try:
         await play(white, black, moves[:6], Played())
@@ -356,25 +356,18 @@ async def test_compaction_keeps_live_games_and_archives_finished_ones(cluster: C
     broker = cluster.start_broker("--compact-after", "2")
     edge = cluster.start_edge("eu-west")
     live = cluster.new_game()
-    white = await GameClient(
-        live["gameId"], token=live["white"]["token"], edge_url=edge.url
-    ).connect()
-    black = await GameClient(
-        live["gameId"], token=live["black"]["token"], edge_url=edge.url
-    ).connect()
+    white, black = await seat_players(live, edge.url)
     moves = random_game(seed=8, plies=10)
     ended: list[str] = []
     try:
         await play(white, black, moves[:4], Played())
         for _ in range(2):
             game = cluster.new_game()
-            gid = game["gameId"]
-            w = await GameClient(gid, token=game["white"]["token"], edge_url=edge.url).connect()
-            b = await GameClient(gid, token=game["black"]["token"], edge_url=edge.url).connect()
+            w, b = await seat_players(game, edge.url)
             await play(w, b, ["f2f3", "e7e5", "g2g4", "d8h4"], Played())  # fool's mate
             await w.close()
             await b.close()
-            ended.append(gid)
+            ended.append(game["gameId"])
         await eventually(lambda: "journal compacted" in broker.log(), 10.0, "a compaction")
         records, _, _ = read_records(cluster.root / "journal" / "journal.log")
         assert {r["g"] for r in records} == {live["gameId"]}

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
-
-import chess
 
 from broker.archive import Archive
 from broker.authority import Authority, Batch
+from tests.integration.games import random_game  # legal moves that never end the game
 from xlmate.wire import CommandMsg, OpenRequest
 
 T0 = 1_700_000_000_000
-
-
-def quiet_moves(seed: int, plies: int) -> list[str]:
-    """Random legal moves that never end the game (no mate, no draw of any kind)."""
-    rng = random.Random(seed)
-    board = chess.Board()
-    moves: list[str] = []
-    while len(moves) < plies:
-        candidates = list(board.legal_moves)
-        rng.shuffle(candidates)
-        for move in candidates:
-            board.push(move)
-            if not board.is_game_over() and not board.is_repetition(3):
-                moves.append(move.uci())
-                break
-            board.pop()
-        else:
-            raise AssertionError("no quiet move")
-    return moves
 
 
 def test_the_deadline_heap_stays_bounded_however_many_moves(tmp_path: Path) -> None:
@@ -42,7 +21,7 @@ def test_the_deadline_heap_stays_bounded_however_many_moves(tmp_path: Path) -> N
             req = OpenRequest(q=number, g=game_id, s=seat, p=None, tc=[600_000, 2_000])
             authority.open(req, T0, Batch())
     now = T0
-    scripts = {game_id: quiet_moves(seed, 80) for seed, game_id in enumerate(games)}
+    scripts = {game_id: random_game(seed, 80) for seed, game_id in enumerate(games)}
     largest = 0
     for ply in range(80):
         for game_id in games:

@@ -28,6 +28,7 @@ from broker.game import (
     _san_without_suffix,
     fast_fen,
 )
+from tests.unit.test_game_properties import expected_ending
 from xlmate.constants import Color, other
 from xlmate.messages import Move, Takeback
 
@@ -59,21 +60,6 @@ START_FENS = [
 # Seeds for random.Random: a game draws hundreds of numbers, more than
 # st.randoms() can draw without overrunning Hypothesis's data buffer.
 seeds = st.integers(0, 2**32 - 1)
-
-
-def expected_ending(board: chess.Board) -> str | None:
-    """The automatic ending python-chess sees in a position, in the game's priority order."""
-    if board.is_checkmate():
-        return "checkmate"
-    if board.is_stalemate():
-        return "stalemate"
-    if board.is_insufficient_material():
-        return "insufficient_material"
-    if board.is_repetition(3):
-        return "threefold_repetition"
-    if board.is_fifty_moves():
-        return "fifty_moves"
-    return None
 
 
 def pick_move(board: chess.Board, rng: random.Random, shuffle: float) -> chess.Move:
