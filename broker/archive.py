@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import threading
@@ -25,6 +26,8 @@ from typing import Any
 import orjson
 
 from xlmate.constants import GAME_ID_RE
+
+log = logging.getLogger("xlmate.broker")
 
 
 class Archive:
@@ -74,7 +77,10 @@ class Archive:
                 batch.append(self._queue.get())
             if None in batch:
                 return
-            self._sync_files(batch)  # type: ignore[arg-type]
+            try:
+                self._sync_files(batch)  # type: ignore[arg-type]
+            except OSError:  # they stay pending, so their journal records stay too
+                log.exception("archive fsync failed for %d games", len(batch))
 
     def _sync_files(self, game_ids: list[str]) -> None:
         for game_id in game_ids:
