@@ -387,6 +387,10 @@ class EdgeServer:
         elif isinstance(reply, StateReply):
             if room.rewound:
                 self._rewind_room(room, reply)
+            elif since is None and room.last_v is not None:
+                # The room got a base while this full state travelled: fetch the
+                # events after it rather than make its sockets jump to a state.
+                room.stale = True
             elif room.last_v is None or reply.v > room.last_v:
                 room.reset(reply.v)
                 for session in room.sessions:
