@@ -24,11 +24,11 @@ import argparse
 import asyncio
 import itertools
 import os
-import signal
 from typing import Any
 
 import redis.asyncio as redis
-from websockets.asyncio.server import ServerConnection, broadcast, serve
+from relay_serve import serve_until_signal
+from websockets.asyncio.server import ServerConnection, broadcast
 
 from xlmate import eventloop
 
@@ -92,20 +92,7 @@ async def main(host: str, port: int, redis_url: str) -> None:
     await client.ping()
     relay = RedisRelay(client, f"{host}:{port}:{os.getpid()}")
     listener = asyncio.create_task(relay.listen())
-    stop = asyncio.get_running_loop().create_future()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set_result, None)
-    async with serve(
-        relay.handle,
-        host,
-        port,
-        max_size=4096,
-        max_queue=16,
-        ping_interval=20,
-        ping_timeout=20,
-        close_timeout=2,
-    ):
-        await stop
+    await serve_until_signal(relay.handle, host, port)
     listener.cancel()
     await client.aclose()
 

@@ -16,10 +16,9 @@ own unless `XLMATE_LOOP` says otherwise) match the edge's.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
-from websockets.asyncio.server import ServerConnection, broadcast, serve
+from relay_serve import serve_until_signal
+from websockets.asyncio.server import ServerConnection, broadcast
 
 from xlmate import eventloop
 
@@ -54,20 +53,7 @@ class Relay:
 async def main(host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM."""
     relay = Relay()
-    stop = asyncio.get_running_loop().create_future()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set_result, None)
-    async with serve(
-        relay.handle,
-        host,
-        port,
-        max_size=4096,
-        max_queue=16,
-        ping_interval=20,
-        ping_timeout=20,
-        close_timeout=2,
-    ):
-        await stop
+    await serve_until_signal(relay.handle, host, port)
 
 
 if __name__ == "__main__":
