@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import broker.game as current  # noqa: E402
+import xlmate.broker.game as current  # noqa: E402
 from xlmate.messages import Move  # noqa: E402
 
 T0 = 1_700_000_000_000

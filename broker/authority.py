@@ -25,9 +25,9 @@ from typing import Any, Final
 
 import orjson
 
-from broker.archive import Archive
-from broker.game import Game, TimeControl
-from broker.pgn import game_pgn
+from xlmate.broker.archive import Archive
+from xlmate.broker.game import Game, TimeControl
+from xlmate.broker.pgn import game_pgn
 from xlmate.constants import COLORS, INTERNAL, Color
 from xlmate.errors import CommandRejected, ProtocolError, XLMateError
 from xlmate.messages import command_from_wire

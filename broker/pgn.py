@@ -12,7 +12,7 @@ from typing import Final
 
 import chess.pgn
 
-from broker.game import Game
+from xlmate.broker.game import Game
 
 EVENT: Final = "XLMate realtime game"
 

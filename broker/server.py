@@ -31,10 +31,10 @@ import zmq.asyncio
 from websockets.asyncio.server import Server, serve
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from broker.archive import Archive
-from broker.authority import Authority, Batch
-from broker.journal import Journal, read_records, scan_records
 from xlmate import curve, metrics
+from xlmate.broker.archive import Archive
+from xlmate.broker.authority import Authority, Batch
+from xlmate.broker.journal import Journal, read_records, scan_records
 from xlmate.config import BrokerConfig, tcp
 from xlmate.errors import WireError
 from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, refuse_websocket

@@ -25,8 +25,8 @@ import hashlib
 import heapq
 from collections.abc import Iterable
 
-from discovery.regions import UNKNOWN, RegionTable
-from discovery.registry import Node
+from xlmate.discovery.regions import UNKNOWN, RegionTable
+from xlmate.discovery.registry import Node
 
 
 def rendezvous_score(game_id: str, node_id: str) -> int:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from discovery.heartbeat import REGION_RE
+from xlmate.discovery.heartbeat import REGION_RE
 from xlmate.errors import ConfigError
 
 _DEFAULT_PAIRS: Final[dict[tuple[str, str], float]] = {

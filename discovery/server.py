@@ -29,7 +29,10 @@ from websockets.http11 import Response
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from discovery.heartbeat import (
+from xlmate import curve, metrics
+from xlmate.config import DiscoveryConfig, tcp
+from xlmate.constants import GAME_ID_RE
+from xlmate.discovery.heartbeat import (
     BAD_FRAME,
     OK_REPLY,
     REGISTRY_FULL,
@@ -39,12 +42,9 @@ from discovery.heartbeat import (
     decode_request,
     encode_reply,
 )
-from discovery.placement import place
-from discovery.regions import RegionTable, default_table, load_table
-from discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
-from xlmate import curve, metrics
-from xlmate.config import DiscoveryConfig, tcp
-from xlmate.constants import GAME_ID_RE
+from xlmate.discovery.placement import place
+from xlmate.discovery.regions import RegionTable, default_table, load_table
+from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
 from xlmate.errors import ConfigError, WireError
 from xlmate.httpd import (
     HttpRequest,

@@ -33,7 +33,8 @@ from typing import Final
 import zmq
 import zmq.asyncio
 
-from discovery.heartbeat import (
+from xlmate.curve import KeyPair, make_client
+from xlmate.discovery.heartbeat import (
     MAX_INTERVAL_MS,
     MIN_INTERVAL_MS,
     Goodbye,
@@ -42,7 +43,6 @@ from discovery.heartbeat import (
     encode_goodbye,
     encode_heartbeat,
 )
-from xlmate.curve import KeyPair, make_client
 from xlmate.errors import ConfigError, WireError
 
 log = logging.getLogger("xlmate.edge.discovery")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from xlmate.messages import CommandId
 
 if TYPE_CHECKING:
-    from edge.session import Session
+    from xlmate.edge.session import Session
 
 MAX_PER_SESSION: Final = 16
 MAX_TOTAL: Final = 100_000

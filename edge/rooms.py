@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from edge.session import Session
 from xlmate.constants import Color
+from xlmate.edge.session import Session
 
 RING: Final = 128  # recent events kept per room for joining sockets
 MAX_HELD: Final = 256  # early events held while a gap is fetched

@@ -28,12 +28,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
-from discovery.heartbeat import Heartbeat
-from edge.bus import BrokerUnavailable, BusClient, Reply
-from edge.discovery_client import DiscoveryClient
-from edge.pending import PendingCommands
-from edge.rooms import Room
-from edge.session import Flusher, Session, TokenBucket, client_address, dumps
 from xlmate import curve, metrics
 from xlmate.config import EdgeConfig, cluster_secret
 from xlmate.constants import (
@@ -51,6 +45,12 @@ from xlmate.constants import (
     RATE_LIMITED,
     UNAVAILABLE,
 )
+from xlmate.discovery.heartbeat import Heartbeat
+from xlmate.edge.bus import BrokerUnavailable, BusClient, Reply
+from xlmate.edge.discovery_client import DiscoveryClient
+from xlmate.edge.pending import PendingCommands
+from xlmate.edge.rooms import Room
+from xlmate.edge.session import Flusher, Session, TokenBucket, client_address, dumps
 from xlmate.errors import ProtocolError, TokenError, WrongGame
 from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, text_response
 from xlmate.lifecycle import run_server

@@ -95,7 +95,7 @@ def discovery(
     regions_file: Path | None,
 ) -> None:
     """Run discovery: edge registry and placement."""
-    from discovery.server import main as discovery_main
+    from xlmate.discovery.server import main as discovery_main
 
     config = DiscoveryConfig(
         host=host,
@@ -155,7 +155,7 @@ def broker(
     curve_dir: Path | None,
 ) -> None:
     """Run the broker: sequences, checks and journals every game."""
-    from broker.server import main as broker_main
+    from xlmate.broker.server import main as broker_main
 
     config = BrokerConfig(
         host=host,
@@ -232,7 +232,7 @@ def edge(
     curve_dir: Path | None,
 ) -> None:
     """Run an edge: terminates players' WebSockets in one region."""
-    from edge.server import main as edge_main
+    from xlmate.edge.server import main as edge_main
 
     _warn_dev_secret()
     config = EdgeConfig(

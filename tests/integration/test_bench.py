@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from broker.game import Game, TimeControl
 from tests.integration.cluster import XLMATE, free_port, wait_until
 from xlmate.bench.games import game_pool
+from xlmate.broker.game import Game, TimeControl
 from xlmate.messages import Move
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,10 +24,6 @@ import zmq
 import zmq.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from discovery.heartbeat import Heartbeat, Reply, decode_heartbeat, decode_reply, encode_reply
-from discovery.placement import rendezvous_score
-from discovery.server import DiscoveryServer
-from edge.discovery_client import DiscoveryClient
 from tests.integration.discovery_helpers import (
     XLMATE,
     DiscoveryProcess,
@@ -38,6 +34,16 @@ from tests.integration.discovery_helpers import (
     http_get,
 )
 from xlmate.config import DiscoveryConfig
+from xlmate.discovery.heartbeat import (
+    Heartbeat,
+    Reply,
+    decode_heartbeat,
+    decode_reply,
+    encode_reply,
+)
+from xlmate.discovery.placement import rendezvous_score
+from xlmate.discovery.server import DiscoveryServer
+from xlmate.edge.discovery_client import DiscoveryClient
 
 INTERVAL_S = 0.1  # the fake edges' heartbeat interval
 

@@ -872,10 +872,10 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
 
 def test_limits_here_match_the_code() -> None:
     """The numbers this module attacks are the ones the code enforces (and docs/ document)."""
-    from broker import server as broker_server
-    from edge import server as edge_server
-    from edge.bus import MAX_INBOUND as EDGE_INBOUND
+    from xlmate.broker import server as broker_server
     from xlmate.constants import MAX_CLIENT_FRAME
+    from xlmate.edge import server as edge_server
+    from xlmate.edge.bus import MAX_INBOUND as EDGE_INBOUND
     from xlmate.wire import MAX_FRAME
 
     assert MAX_CLIENT_FRAME == FRAME_LIMIT

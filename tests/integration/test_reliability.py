@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import pytest
 from websockets.asyncio.client import connect
 
-from broker.journal import pack_record, read_records
 from tests.integration.cluster import Cluster, eventually, http_get, http_json
 from tests.integration.games import (
     Played,
@@ -21,6 +20,7 @@ from tests.integration.games import (
     random_game,
     seat_players,
 )
+from xlmate.broker.journal import pack_record, read_records
 from xlmate.client import GameClient
 
 

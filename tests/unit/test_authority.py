@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from broker.archive import Archive
-from broker.authority import Authority, Batch
 from tests.integration.games import random_game  # legal moves that never end the game
+from xlmate.broker.archive import Archive
+from xlmate.broker.authority import Authority, Batch
 from xlmate.wire import CommandMsg, OpenRequest
 
 T0 = 1_700_000_000_000

@@ -13,8 +13,8 @@ import chess
 import chess.pgn
 import pytest
 
-from broker.game import Applied, Game, TimeControl, TimeExpired
-from broker.pgn import game_pgn
+from xlmate.broker.game import Applied, Game, TimeControl, TimeExpired
+from xlmate.broker.pgn import game_pgn
 from xlmate.constants import Color
 from xlmate.errors import CommandRejected, ConfigError
 from xlmate.messages import Draw, GameCommand, Move, Resign, Takeback

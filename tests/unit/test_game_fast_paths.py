@@ -18,7 +18,8 @@ import chess
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from broker.game import (
+from tests.unit.test_game_properties import expected_ending
+from xlmate.broker.game import (
     Game,
     TimeControl,
     _has_legal_move,
@@ -28,7 +29,6 @@ from broker.game import (
     _san_without_suffix,
     fast_fen,
 )
-from tests.unit.test_game_properties import expected_ending
 from xlmate.constants import Color, other
 from xlmate.messages import Move, Takeback
 

@@ -10,7 +10,7 @@ import chess
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from broker.game import Game, TimeControl, TimeExpired
+from xlmate.broker.game import Game, TimeControl, TimeExpired
 from xlmate.constants import Color
 from xlmate.errors import CommandRejected
 from xlmate.messages import Draw, GameCommand, Move, Resign, Takeback

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discovery.heartbeat import (
+from xlmate.discovery.heartbeat import (
     MAX_FRAME,
     Goodbye,
     Heartbeat,
@@ -24,7 +24,7 @@ from discovery.heartbeat import (
     encode_heartbeat,
     encode_reply,
 )
-from edge.discovery_client import backoff_ms
+from xlmate.edge.discovery_client import backoff_ms
 from xlmate.errors import WireError
 
 GOOD: dict[str, Any] = {

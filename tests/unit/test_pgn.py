@@ -8,8 +8,8 @@ import chess
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.game import Game, TimeControl
-from broker.pgn import _headers, _replayed_pgn, game_pgn
+from xlmate.broker.game import Game, TimeControl
+from xlmate.broker.pgn import _headers, _replayed_pgn, game_pgn
 from xlmate.errors import CommandRejected
 from xlmate.messages import Move, Resign
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discovery.heartbeat import Heartbeat
-from discovery.placement import place, rendezvous_score
-from discovery.regions import RegionTable, default_table, load_table, parse_table
-from discovery.registry import Node
+from xlmate.discovery.heartbeat import Heartbeat
+from xlmate.discovery.placement import place, rendezvous_score
+from xlmate.discovery.regions import RegionTable, default_table, load_table, parse_table
+from xlmate.discovery.registry import Node
 from xlmate.errors import ConfigError
 
 TABLE = default_table()

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from discovery.heartbeat import Heartbeat
-from discovery.registry import Registry
+from xlmate.discovery.heartbeat import Heartbeat
+from xlmate.discovery.registry import Registry
 
 
 def hb(edge_id: str = "e1", **changes: Any) -> Heartbeat:
