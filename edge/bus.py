@@ -25,6 +25,7 @@ import zmq.asyncio
 from xlmate import curve
 from xlmate.config import EdgeConfig, tcp
 from xlmate.errors import WireError, XLMateError
+from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
     CTL_TOPIC,
     BusMessage,
@@ -109,14 +110,16 @@ class BusClient:
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._subscriptions: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._faults = Faults()
         self._drop_every = config.drop_events_every
         self._events_seen = 0
 
-    def start(self) -> None:
-        """Start reading the SUB and DEALER sockets."""
+    def start(self, owner: Supervisor, faults: Faults | None = None) -> None:
+        """Start reading the SUB and DEALER sockets, as loops of ``owner``."""
+        self._faults = faults or Faults()
         self._tasks = [
-            asyncio.create_task(self._read_sub()),
-            asyncio.create_task(self._read_dealer()),
+            owner.loop(self._read_sub(), "edge.bus_sub_reader"),
+            owner.loop(self._read_dealer(), "edge.bus_dealer_reader"),
         ]
 
     def close(self) -> None:
@@ -233,6 +236,7 @@ class BusClient:
         sub, sub_now = self.sub, self._sub_now
         while True:
             self._on_frames(await sub.recv_multipart())
+            self._faults.check("edge.bus_sub_reader")
             for _ in range(MAX_DRAIN):  # then what is already queued, without a future each
                 try:
                     frames = sub_now.recv_multipart(flags=zmq.NOBLOCK)

@@ -1,10 +1,15 @@
 """The edge process: players' WebSockets in, the broker's bus out and back.
 
-Glue only (ARCHITECTURE.md style 2): a socket's frame is parsed
-(``xlmate.messages``), checked against its seat, put on the bus and tracked
-until acked (``edge.pending``); a bus event goes to its room (``edge.rooms``),
-which fans it out in ``v`` order to the sessions (``edge.session``).  The edge
-holds nothing the broker cannot give back, so it can die at any time.
+Glue only: a socket's frame is parsed (``xlmate.messages``), checked against
+its seat, put on the bus and tracked until acked (``edge.pending``).  What a
+socket sees of its game is decided by that game's ``Feed`` (``edge.delivery``,
+a pure state machine): this module converts bus messages and catch-up
+answers into the feed's inputs and carries out the actions it returns
+(``_run``), awaiting the fetches it asks for.  Who may connect is decided by
+``edge.handshake``; the HTTP game views are ``edge.views``.  Every task is
+owned by one ``Supervisor``: a loop that crashes ends the process (non-zero),
+after ``/healthz`` turned 503.  The edge holds nothing the broker cannot give
+back, so it can die at any time.
 
 Endpoints on one port: ``/v1/games/{id}/ws`` (players), ``/v1/games/{id}/spectate``,
 and GET ``/v1/games/{id}``, ``/v1/games/{id}/pgn``, ``/healthz``, ``/metrics``.
@@ -15,14 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
-import re
 import time
+from collections.abc import Callable, Sequence
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
-import zmq
 import zmq.asyncio
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -32,30 +34,40 @@ from xlmate import curve, metrics
 from xlmate.config import EdgeConfig, cluster_secret
 from xlmate.constants import (
     BAD_MESSAGE,
-    CLOSE_BAD_TOKEN,
     CLOSE_DRAINING,
-    CLOSE_FULL,
-    CLOSE_INTERNAL,
-    CLOSE_NO_SUCH_GAME,
     CLOSE_POLICY,
-    CLOSE_WRONG_GAME,
-    GAME_ID_RE,
     MAX_CLIENT_FRAME,
     NOT_A_PLAYER,
     RATE_LIMITED,
     UNAVAILABLE,
 )
 from xlmate.discovery.heartbeat import Heartbeat
+from xlmate.edge import handshake
 from xlmate.edge.bus import BrokerUnavailable, BusClient, Reply
+from xlmate.edge.delivery import (
+    Answer,
+    Ask,
+    Close,
+    Deliver,
+    Feed,
+    Fetch,
+    History,
+    Missing,
+    SendState,
+    Snapshot,
+    Unavailable,
+    WentBack,
+)
 from xlmate.edge.discovery_client import DiscoveryClient
+from xlmate.edge.handshake import salvage_id as _salvage_id
 from xlmate.edge.pending import PendingCommands
-from xlmate.edge.rooms import Room
 from xlmate.edge.session import Flusher, Session, TokenBucket, client_address, dumps
-from xlmate.errors import ProtocolError, TokenError, WrongGame
-from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, text_response
+from xlmate.edge.views import GameViews
+from xlmate.errors import ProtocolError
+from xlmate.httpd import HttpRequest, Router, json_response, metrics_response
 from xlmate.lifecycle import run_server
 from xlmate.messages import Command, Ping, SyncRequest, command_to_wire, parse_client_message
-from xlmate.tokens import SeatClaims, verify_seat_token
+from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
     CMD_TOPIC,
     AckMsg,
@@ -66,8 +78,6 @@ from xlmate.wire import (
     EventMsg,
     EventsReply,
     HeadMsg,
-    MissingReply,
-    PgnReply,
     PresenceMsg,
     PresenceReport,
     RejectMsg,
@@ -75,19 +85,30 @@ from xlmate.wire import (
     encode,
 )
 
+__all__ = ["EdgeServer", "_salvage_id", "main"]
+
 log = logging.getLogger("xlmate.edge")
 
-WS_PATH: Final = re.compile(r"^/v1/games/([^/]+)/(ws|spectate)$")
 QUEUE_LIMIT: Final = 256  # frames queued per socket before it counts as a slow consumer
 RATE_PER_S: Final = 20.0  # client messages a second, per socket
 RATE_BURST: Final = 40.0
 MAX_STRIKES: Final = 50  # rate-limited messages before a socket is closed 4008
 BROKER_SILENCE_MS: Final = 2000  # no broker beat for this long: the broker is gone
+UNREACHABLE: Final = "the game's broker is not reachable"
 
 
 def mono_ms() -> int:
     """Monotonic milliseconds for local timers."""
     return time.monotonic_ns() // 1_000_000
+
+
+def _answer(reply: Reply) -> Answer:
+    """A catch-up reply from the bus, as the delivery core's input."""
+    if isinstance(reply, StateReply):
+        return Snapshot(reply.v, reply.sync)
+    if isinstance(reply, EventsReply):
+        return History(reply.v, reply.evs)
+    return Missing()
 
 
 class EdgeServer:
@@ -97,7 +118,7 @@ class EdgeServer:
         self.config = config
         self.secret, _ = cluster_secret(config.secret)
         self.max_per_ip = config.max_per_ip
-        self.rooms: dict[str, Room] = {}
+        self.rooms: dict[str, Feed[Session]] = {}  # a game's feed while it has a socket here
         self.sessions: set[Session] = set()
         self._flusher = Flusher()  # writes what sessions framed, once per loop turn
         self.per_ip: dict[str, int] = {}
@@ -109,9 +130,10 @@ class EdgeServer:
         self.broker_seen_ms = 0
         self.broker_up = False
         self._keys = itertools.count(1)
-        self._closing = False
+        self.tasks = Supervisor("edge", self.close)
+        self._faults = Faults()
+        self._shutdown: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._ws: Server | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self.bus: BusClient | None = None
@@ -149,24 +171,23 @@ class EdgeServer:
 
     # --- lifecycle ------------------------------------------------------------
 
+    @property
+    def failure(self) -> str | None:
+        """The loop whose crash closed this edge, if one did."""
+        return self.tasks.failure
+
     async def start(self) -> None:
         """Connect the bus, start serving, start heartbeating."""
         cfg = self.config
+        self._faults = Faults.from_env()
         self._ctx = zmq.asyncio.Context()
         self.bus = BusClient(cfg, self._ctx, self._on_bus, self._m_bad.inc)
-        self.bus.start()
-        router = Router()
-        router.passthrough("/v1/games/{gameId}/ws")
-        router.passthrough("/v1/games/{gameId}/spectate")
-        router.get("/v1/games/{gameId}", self._http_game)
-        router.get("/v1/games/{gameId}/pgn", self._http_pgn)
-        router.get("/healthz", self._healthz)
-        router.get("/metrics", lambda _req: metrics_response(self.registry))
+        self.bus.start(self.tasks, self._faults)
         self._ws = await serve(
             self._handle,
             cfg.host,
             cfg.port,
-            process_request=router.process_request,
+            process_request=self.routes().process_request,
             max_size=MAX_CLIENT_FRAME,
             max_queue=16,
             ping_interval=20,
@@ -177,10 +198,8 @@ class EdgeServer:
             # would compress each again (CPU) and cost ~40 KiB of zlib state per socket.
             compression=None,
         )
-        self._tasks = [
-            asyncio.create_task(self._resend_loop()),
-            asyncio.create_task(self._beat_loop()),
-        ]
+        self.tasks.loop(self._resend_loop(), "edge.resend_loop")
+        self.tasks.loop(self._beat_loop(), "edge.beat_loop")
         if cfg.discovery:
             keys = None
             if cfg.curve_dir is not None:
@@ -195,8 +214,21 @@ class EdgeServer:
                 interval_ms=cfg.heartbeat_ms,
                 curve_keys=keys,
             )
-            self._tasks.append(asyncio.create_task(self.discovery.run()))
+            self.tasks.loop(self.discovery.run(), "edge.discovery_client")
         log.info("edge %s up: %s (region %s)", cfg.id, cfg.url, cfg.region)
+
+    def routes(self) -> Router:
+        """The HTTP routes; the WebSocket paths pass through to ``_handle``."""
+        assert self.bus is not None
+        views = GameViews(self.bus)
+        router = Router()
+        for path in handshake.ROUTES:
+            router.passthrough(path)
+        router.get("/v1/games/{gameId}", views.game)
+        router.get("/v1/games/{gameId}/pgn", views.pgn)
+        router.get("/healthz", self._healthz)
+        router.get("/metrics", lambda _req: metrics_response(self.registry))
+        return router
 
     def _heartbeat(self) -> Heartbeat:
         cfg = self.config
@@ -213,14 +245,23 @@ class EdgeServer:
         )
 
     def close(self) -> None:
-        """Drain and stop; idempotent (SIGTERM ends up here)."""
-        if self._closing:
-            return
-        self._closing = True
-        asyncio.get_running_loop().create_task(self._shutdown())
+        """Drain and stop; idempotent (SIGTERM, or a crashed loop, ends up here)."""
+        if self._shutdown is None:
+            self.draining = True
+            self._shutdown = asyncio.get_running_loop().create_task(self._drain_and_stop())
 
-    async def _shutdown(self) -> None:
-        self.draining = True
+    async def wait_closed(self) -> None:
+        """Wait until ``close`` has finished."""
+        await self._closed.wait()
+
+    async def _drain_and_stop(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            await self._stop()
+
+    async def _drain(self) -> None:
+        """Tell discovery, stop accepting, let commands in flight land, close with 1012."""
         log.info("edge %s draining: %d sockets", self.config.id, len(self.sessions))
         if self.discovery is not None:
             with contextlib.suppress(Exception):
@@ -228,7 +269,7 @@ class EdgeServer:
         if self._ws is not None:
             self._ws.close(close_connections=False)
         timeout = self.config.drain_timeout_ms / 1000
-        if self.pending:
+        if self.pending and self.tasks.failure is None:
             await self._wait_for(lambda: not self.pending, timeout / 2)
         for session in list(self.sessions):
             await session.drain(0.2)
@@ -236,256 +277,167 @@ class EdgeServer:
         if self._ws is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ws.wait_closed(), timeout)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.discovery is not None:
-            self.discovery.close()
-            await self.discovery.wait_closed()
-        if self.bus is not None:
-            self.bus.close()
-            await self.bus.wait_closed()
-        if self._ctx is not None:
-            self._ctx.term()
-        log.info("edge %s stopped", self.config.id)
-        self._closed.set()
 
-    async def wait_closed(self) -> None:
-        """Wait until ``close`` has finished."""
-        await self._closed.wait()
+    async def _stop(self) -> None:
+        """Cancel every task, then close discovery, the bus and the context."""
+        try:
+            await self.tasks.close()
+            if self.discovery is not None:
+                self.discovery.close()
+                await self.discovery.wait_closed()
+            if self.bus is not None:
+                self.bus.close()
+                await self.bus.wait_closed()
+            if self._ctx is not None:
+                self._ctx.term()
+            log.info("edge %s stopped", self.config.id)
+        finally:
+            self._closed.set()
 
     @staticmethod
-    async def _wait_for(condition: Any, timeout: float) -> None:
+    async def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not condition() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
-    # --- the bus ------------------------------------------------------------------
+    # --- the bus: messages become the feeds' inputs ---------------------------------
 
     def _on_bus(self, topic: bytes, message: BusMessage) -> None:
         if isinstance(message, EventMsg):
             self.bus_events_total += 1
-            room = self.rooms.get(message.g)
-            if room is not None and room.on_event(message.v, message.j):
-                self._want_fetch(room)
-            elif room is not None and room.lagging:
-                self._resync_lagging(room)
+            feed = self.rooms.get(message.g)
+            if feed is not None:
+                actions = feed.on_event(message.v, message.j)
+                if actions:
+                    self._run(message.g, feed, actions)
             if message.a is not None and message.a[0] == self.config.id:
                 self._acked(message.g, message.a[1], message.a[2], message.v)
         elif isinstance(message, AckMsg):
-            self._on_ack(message)
+            self._on_head(message.g, message.v)  # the event itself may have been dropped
+            self._acked(message.g, message.s, message.i, message.v)
         elif isinstance(message, RejectMsg):
-            self._on_reject(message)
+            item = self.pending.resolve((message.g, message.s, message.i))
+            if item is not None:
+                self._error(item.session, message.code, message.msg, item.reply_id)
         elif isinstance(message, HeadMsg):
-            room = self.rooms.get(message.g)
-            if room is not None and room.on_head(message.v):
-                self._want_fetch(room)
+            self._on_head(message.g, message.v)
         elif isinstance(message, PresenceMsg):
-            room = self.rooms.get(message.g)
-            if room is not None:
-                for session in room.sessions:
-                    if session.last_v is not None:
-                        session.send(message.j)
+            feed = self.rooms.get(message.g)
+            if feed is not None:
+                for session in feed.synced_handles():
+                    session.send(message.j)
         elif isinstance(message, BrokerBeat):
-            self._on_broker_beat(message)
+            self._on_broker_beat(message.ep)
         else:
             self._m_bad.inc()
 
-    def _on_broker_beat(self, beat: BrokerBeat) -> None:
-        restarted = self.broker_epoch is not None and beat.ep != self.broker_epoch
+    def _on_head(self, game_id: str, v: int) -> None:
+        feed = self.rooms.get(game_id)
+        if feed is not None:
+            self._run(game_id, feed, feed.on_head(v))
+
+    def _on_broker_beat(self, epoch: str) -> None:
+        restarted = self.broker_epoch is not None and epoch != self.broker_epoch
         returned = not self.broker_up
         self.broker_seen_ms = mono_ms()
         self.broker_up = True
         if restarted:
-            log.warning("broker restarted (epoch %s -> %s): resyncing", self.broker_epoch, beat.ep)
+            log.warning("broker restarted (epoch %s -> %s): resyncing", self.broker_epoch, epoch)
         elif returned and self.broker_epoch is not None:
-            log.warning("broker is back (epoch %s): resyncing", beat.ep)
-        self.broker_epoch = beat.ep
+            log.warning("broker is back (epoch %s): resyncing", epoch)
+        self.broker_epoch = epoch
         if restarted or (returned and self.rooms):
             self._resync_everything()
 
     def _resync_everything(self) -> None:
         """After a broker restart or outage: fetch every game, re-send commands and presence."""
         assert self.bus is not None
-        for room in self.rooms.values():
-            self._want_fetch(room)
-            self._report_presence(room)
+        for game_id, feed in list(self.rooms.items()):
+            self._run(game_id, feed, feed.refresh())
+            self._report_presence(game_id, feed)
         for body in self.pending.everything():
             self.bus.publish(CMD_TOPIC, body)
 
-    def _on_ack(self, ack: AckMsg) -> None:
-        room = self.rooms.get(ack.g)
-        if room is not None and room.on_head(ack.v):
-            self._want_fetch(room)  # the event itself may have been dropped
-        self._acked(ack.g, ack.s, ack.i, ack.v)
+    # --- the feeds' actions -------------------------------------------------------------
 
-    def _acked(self, game_id: str, seat: str, command_id: str, v: int) -> None:
-        """A command of ours was committed at ``v``: stop re-sending it, tell its sender."""
-        item = self.pending.resolve((game_id, seat, command_id))
-        if item is not None and item.reply_id is not None:
-            item.session.send_json({"type": "ack", "id": item.reply_id, "v": v})
+    def _run(self, game_id: str, feed: Feed[Session], actions: Sequence[Any]) -> None:
+        """Carry out what a game's feed decided, in order."""
+        for action in actions:
+            kind = type(action)
+            if kind is Deliver:
+                data = action.data
+                for session in action.targets:
+                    session.send(data)
+            elif kind is SendState:
+                session = action.target
+                session.send(dumps({**action.state, "you": session.you}))
+            elif kind is Fetch:
+                self.tasks.spawn(self._fetch(game_id, feed, action), f"edge.fetch {game_id}")
+            elif kind is Ask:
+                self.tasks.spawn(self._ask(game_id, feed, action), f"edge.ask {game_id}")
+            elif kind is Close:
+                action.target.kill(action.code, action.reason)
+            elif kind is Unavailable:
+                self._error(action.target, UNAVAILABLE, UNREACHABLE, None)
+            elif kind is WentBack:
+                log.error(
+                    "broker for game %s went back from v%d to v%d", game_id, action.since, action.v
+                )
 
-    def _on_reject(self, reject: RejectMsg) -> None:
-        item = self.pending.resolve((reject.g, reject.s, reject.i))
-        if item is not None:
-            self._error(item.session, reject.code, reject.msg, item.reply_id)
-
-    def _want_fetch(self, room: Room) -> None:
-        if room.fetching:
-            room.stale = True
-            return
-        room.fetching = True
-        asyncio.get_running_loop().create_task(self._fetch_room(room))
-
-    async def _fetch_room(self, room: Room) -> None:
-        """Fill a room's gap from the broker's history (or jump to its full state)."""
+    async def _fetch(self, game_id: str, feed: Feed[Session], fetch: Fetch) -> None:
+        """A room fetch; its answer (or failure) goes back to the feed."""
         assert self.bus is not None
-        backoff = 0.05
+        if fetch.delay:
+            await asyncio.sleep(fetch.delay)
+        self._m_fetches.inc()
         try:
-            while room.sessions:
-                room.stale = False
-                self._m_fetches.inc()
-                since = room.last_v
-                try:
-                    reply = await self.bus.fetch(room.game_id, since)
-                except BrokerUnavailable:
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 1.0)
-                    continue
-                self._apply_to_room(room, reply, since)
-                if not room.stale and not room.held:
-                    break
-        finally:
-            room.fetching = False
-        if room.lagging:
-            self._resync_lagging(room)
-
-    def _apply_to_room(self, room: Room, reply: Reply, since: int | None) -> None:
-        """Apply the answer to ``fetch(game, since)``.
-
-        The answer travels on another socket than the game's events, so events
-        newer than it may have reached the room meanwhile: an answer older than
-        the room is only late.  The broker went back only if it answers with a
-        ``v`` below the ``since`` we asked with (its journal lost acked events:
-        ``--fsync never`` and a power loss); then its state replaces ours on
-        every socket.
-        """
-        if isinstance(reply, MissingReply):
-            for session in list(room.sessions):
-                session.kill(CLOSE_NO_SUCH_GAME, "no such game")
-        elif isinstance(reply, (EventsReply, StateReply)) and since is not None and reply.v < since:
-            log.error("broker for game %s went back from v%d to v%d", room.game_id, since, reply.v)
-            if isinstance(reply, StateReply):
-                self._rewind_room(room, reply)
-            else:  # (our broker answers a state then; an event list cannot rewind)
-                room.rewound, room.last_v, room.stale = True, None, True
-        elif isinstance(reply, EventsReply):
-            if room.last_v is None:
-                room.stale = True  # no base yet: take the full state
-            else:
-                room.on_events(reply.v - len(reply.evs) + 1, reply.evs)
-        elif isinstance(reply, StateReply):
-            if room.rewound:
-                self._rewind_room(room, reply)
-            elif since is None and room.last_v is not None:
-                # The room got a base while this full state travelled: fetch the
-                # events after it rather than make its sockets jump to a state.
-                room.stale = True
-            elif room.last_v is None or reply.v > room.last_v:
-                room.reset(reply.v)
-                for session in room.sessions:
-                    if session.last_v is not None:
-                        self._send_sync(session, reply)
-            # else: the state is older than what the room already delivered: nothing new
-
-    def _rewind_room(self, room: Room, reply: StateReply) -> None:
-        """Take the broker's state even though it is older, and give it to every socket."""
-        room.rewound = False
-        room.reset(reply.v)
-        room.held.clear()
-        for session in room.sessions:
-            if session.last_v is not None:
-                self._send_sync(session, reply, force=True)
-
-    def _resync_lagging(self, room: Room) -> None:
-        lagging, room.lagging = room.lagging, set()
-        for session in lagging:
-            if not session.closed:
-                asyncio.get_running_loop().create_task(self._send_fresh_sync(session))
-
-    def _send_sync(self, session: Session, reply: StateReply, *, force: bool = False) -> None:
-        """Send a full state, unless the socket already has that version or a newer one.
-
-        ``force`` sends it anyway (the client asked, or the broker went back).
-        """
-        if not force and session.last_v is not None and reply.v <= session.last_v:
-            return
-        session.last_v = reply.v
-        session.send(dumps({**reply.sync, "you": session.you}))
-
-    async def _send_fresh_sync(self, session: Session, *, asked: bool = False) -> None:
-        """Answer ``{"type":"sync"}`` (``asked``) or repair a lagging socket.
-
-        A lagging socket gets the events it missed from the broker's history
-        when it still holds them, and a full state only when it does not.  The
-        state travels on another socket than the events, so it can be older
-        than events the socket already got: ask again (a few times) rather than
-        send a state that goes back in ``v``.
-        """
-        assert self.bus is not None
-        if not asked and await self._send_missed_events(session):
-            return
-        reply: Reply | None = None
-        for _ in range(3):
-            try:
-                reply = await self.bus.fetch(session.game_id, None)
-            except BrokerUnavailable:
-                self._error(session, UNAVAILABLE, "the game's broker is not reachable", None)
-                return
-            if not isinstance(reply, StateReply):
-                return
-            if session.last_v is None or reply.v >= session.last_v:
-                break
-        assert isinstance(reply, StateReply)
-        room = self.rooms.get(session.game_id)
-        if room is not None and room.last_v is not None and room.last_v < reply.v:
-            self._want_fetch(room)
-        self._send_sync(session, reply, force=asked)
-        if room is not None and not room.catch_up(session):
-            room.lagging.add(session)
-            self._want_fetch(room)
-
-    async def _send_missed_events(self, session: Session) -> bool:
-        """Send a socket that fell behind the events after its ``last_v``; False if it needs
-        a full state (the broker's history no longer has them, or it is unreachable)."""
-        assert self.bus is not None
-        since = session.last_v
-        if since is None:
-            return False
-        try:
-            reply = await self.bus.fetch(session.game_id, since)
+            reply = await self.bus.fetch(game_id, fetch.since)
         except BrokerUnavailable:
-            return False
-        if not isinstance(reply, EventsReply) or reply.v < since:
-            return False
-        first = reply.v - len(reply.evs) + 1
-        for offset, data in enumerate(reply.evs):
-            session.deliver(first + offset, data)
-        room = self.rooms.get(session.game_id)
-        return room is None or room.catch_up(session)  # and what the room got meanwhile
+            self._run(game_id, feed, feed.on_fetch_failed(fetch.since))
+            return
+        self._run(game_id, feed, feed.on_fetched(fetch.since, _answer(reply)))
+
+    async def _ask(self, game_id: str, feed: Feed[Session], ask: Ask[Session]) -> None:
+        """One socket's request: a player's first one opens its seat (creating the game)."""
+        assert self.bus is not None
+        session = ask.target
+        claims = session.claims
+        try:
+            if ask.first and claims is not None:
+                clock = (
+                    [round(claims.clock.initial * 1000), round(claims.clock.increment * 1000)]
+                    if claims.clock
+                    else None
+                )
+                reply = await self.bus.open(
+                    game_id, claims.color, claims.player_id, clock, ask.since
+                )
+            else:
+                reply = await self.bus.fetch(game_id, ask.since)
+        except BrokerUnavailable:
+            self._run(game_id, feed, feed.on_answer_failed(session, ask.ticket))
+            return
+        self._run(game_id, feed, feed.on_answer(session, ask.ticket, _answer(reply)))
 
     # --- presence ---------------------------------------------------------------
 
     def _beat_now(self) -> None:
         """Tell discovery about a change that should not wait for the next heartbeat."""
-        if self.discovery is not None and not self._closing:
-            asyncio.get_running_loop().create_task(self.discovery.beat_now())
+        if self.discovery is not None and not self.draining:
+            self.tasks.spawn(self.discovery.beat_now(), "edge.beat_now")
 
-    def _report_presence(self, room: Room) -> None:
+    def _report_presence(self, game_id: str, feed: Feed[Session]) -> None:
         if self.bus is None:
             return
-        white, black, spectators = room.counts()
-        report = PresenceReport(g=room.game_id, e=self.config.id, w=white, b=black, x=spectators)
+        white = black = spectators = 0
+        for session in feed.handles():
+            if session.seat == "white":
+                white += 1
+            elif session.seat == "black":
+                black += 1
+            else:
+                spectators += 1
+        report = PresenceReport(g=game_id, e=self.config.id, w=white, b=black, x=spectators)
         self.bus.publish(CMD_TOPIC, encode(report))
 
     async def _beat_loop(self) -> None:
@@ -498,6 +450,7 @@ class EdgeServer:
         assert self.bus is not None
         beat = encode(EdgeBeat(e=self.config.id))
         while True:
+            self._faults.check("edge.beat_loop")
             self.bus.publish(CMD_TOPIC, beat)
             if self.broker_up and mono_ms() - self.broker_seen_ms > BROKER_SILENCE_MS:
                 self.broker_up = False
@@ -511,6 +464,7 @@ class EdgeServer:
         interval = max(0.02, self.config.resend_ms / 4000)
         while True:
             await asyncio.sleep(interval)
+            self._faults.check("edge.resend_loop")
             resend, expired = self.pending.due(mono_ms())
             for body in resend:
                 self.bus.publish(CMD_TOPIC, body)
@@ -545,6 +499,12 @@ class EdgeServer:
         self.pending.add((session.game_id, session.seat, key), session, command.id, body, mono_ms())
         self.bus.publish(CMD_TOPIC, body)
 
+    def _acked(self, game_id: str, seat: str, command_id: str, v: int) -> None:
+        """A command of ours was committed at ``v``: stop re-sending it, tell its sender."""
+        item = self.pending.resolve((game_id, seat, command_id))
+        if item is not None and item.reply_id is not None:
+            item.session.send_json({"type": "ack", "id": item.reply_id, "v": v})
+
     def _error(self, session: Session, code: str, message: str, reply_id: Any) -> None:
         self._m_errors.labels(code).inc()
         payload: dict[str, Any] = {"type": "error", "code": code, "message": message}
@@ -556,76 +516,61 @@ class EdgeServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         """One client WebSocket, from handshake to close."""
-        parts = urlsplit(ws.request.path if ws.request else "")
-        match = WS_PATH.match(parts.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        if match is None:
-            await self._refuse(ws, CLOSE_NO_SUCH_GAME, "unknown path")
-            return
-        game_id, kind = match.groups()
-        if self.draining:
-            await self._refuse(ws, CLOSE_DRAINING, "edge draining: ask discovery again")
-            return
-        if len(self.sessions) >= self.config.capacity:
-            await self._refuse(ws, CLOSE_FULL, "edge full")
-            return
         remote = client_address(ws, self.config.trusted_proxies)
-        if self.per_ip.get(remote, 0) >= self.max_per_ip:
-            await self._refuse(ws, CLOSE_POLICY, "too many connections from this address")
+        verdict = handshake.admit(
+            ws.request.path if ws.request else "",
+            secret=self.secret,
+            draining=self.draining,
+            full=len(self.sessions) >= self.config.capacity,
+            crowded=self.per_ip.get(remote, 0) >= self.max_per_ip,
+        )
+        if isinstance(verdict, handshake.Refusal):
+            self._count_close(verdict.code)
+            await ws.close(verdict.code, verdict.reason)
             return
-        if not GAME_ID_RE.match(game_id):
-            await self._refuse(ws, CLOSE_NO_SUCH_GAME, "bad game id")
-            return
-        claims: SeatClaims | None = None
-        if kind == "ws":
-            try:
-                claims = verify_seat_token(query.get("token", ""), self.secret, game_id)
-            except WrongGame as exc:
-                await self._refuse(ws, CLOSE_WRONG_GAME, str(exc))
-                return
-            except TokenError as exc:
-                await self._refuse(ws, CLOSE_BAD_TOKEN, str(exc)[:120])
-                return
-        since = _version(query.get("v"))
         session = Session(
             ws,
-            game_id,
-            claims.color if claims else None,
+            verdict.game_id,
+            verdict.claims.color if verdict.claims else None,
             remote=remote,
             queue_limit=QUEUE_LIMIT,
             rate=TokenBucket(RATE_PER_S, RATE_BURST, time.monotonic()),
             flusher=self._flusher,
             on_kill=self._count_close,
+            claims=verdict.claims,
         )
-        self._join(session)
+        feed = self._join(session)
         try:
-            if await self._first_sync(session, claims, since):
-                await self._read(session)
+            await self._ask(
+                session.game_id,
+                feed,
+                feed.join(session, verdict.since, player=verdict.claims is not None),
+            )
+            if feed.synced(session):
+                self._report_presence(session.game_id, feed)
+                await self._read(session, feed)
         except ConnectionClosed:
             pass
         finally:
-            self._leave(session)
-
-    async def _refuse(self, ws: ServerConnection, code: int, reason: str) -> None:
-        self._count_close(code)
-        await ws.close(code, reason)
+            self._leave(session, feed)
+            await session.wait_closed()
 
     def _count_close(self, code: int) -> None:
         self._m_closes.labels(str(code)).inc()
 
-    def _join(self, session: Session) -> None:
+    def _join(self, session: Session) -> Feed[Session]:
         assert self.bus is not None
         self.sessions.add(session)
         if len(self.sessions) == self.config.capacity:
             self._beat_now()  # full: discovery should stop placing clients here at once
         self.per_ip[session.remote] = self.per_ip.get(session.remote, 0) + 1
-        room = self.rooms.get(session.game_id)
-        if room is None:
-            room = self.rooms[session.game_id] = Room(session.game_id)
+        feed = self.rooms.get(session.game_id)
+        if feed is None:
+            feed = self.rooms[session.game_id] = Feed()
             self.bus.subscribe(session.game_id)
-        room.sessions.add(session)
+        return feed
 
-    def _leave(self, session: Session) -> None:
+    def _leave(self, session: Session, feed: Feed[Session]) -> None:
         assert self.bus is not None
         session.stop()
         if session in self.sessions and len(self.sessions) == self.config.capacity:
@@ -636,69 +581,15 @@ class EdgeServer:
             self.per_ip[session.remote] = count
         else:
             self.per_ip.pop(session.remote, None)
-        room = self.rooms.get(session.game_id)
-        if room is None:
-            return
-        room.sessions.discard(session)
-        room.lagging.discard(session)
-        if session.last_v is not None:
-            self._report_presence(room)
-        if not room.sessions:
+        synced = feed.synced(session)
+        feed.leave(session)
+        if synced:
+            self._report_presence(session.game_id, feed)
+        if not feed and self.rooms.get(session.game_id) is feed:
             del self.rooms[session.game_id]
             self.bus.unsubscribe(session.game_id)
 
-    async def _first_sync(
-        self, session: Session, claims: SeatClaims | None, since: int | None
-    ) -> bool:
-        """Send the state (or the events after ``since``); False if the socket was closed."""
-        assert self.bus is not None
-        try:
-            if claims is not None:
-                clock = (
-                    [round(claims.clock.initial * 1000), round(claims.clock.increment * 1000)]
-                    if claims.clock
-                    else None
-                )
-                reply = await self.bus.open(
-                    session.game_id, claims.color, claims.player_id, clock, since
-                )
-            else:
-                reply = await self.bus.fetch(session.game_id, since)
-        except BrokerUnavailable:
-            self._count_close(CLOSE_INTERNAL)
-            await session.ws.close(CLOSE_INTERNAL, "the game's broker is not reachable")
-            return False
-        room = self.rooms[session.game_id]
-        if isinstance(reply, MissingReply):
-            code = CLOSE_NO_SUCH_GAME if claims is None else CLOSE_FULL
-            self._count_close(code)
-            await session.ws.close(
-                code, "no such game" if claims is None else "no room for new games"
-            )
-            return False
-        if isinstance(reply, StateReply):
-            if room.last_v is None:
-                room.reset(reply.v)
-            elif room.last_v < reply.v:
-                self._want_fetch(room)
-            self._send_sync(session, reply)
-        elif isinstance(reply, EventsReply):
-            first = reply.v - len(reply.evs) + 1
-            for data in reply.evs:
-                session.send(data)
-            session.last_v = reply.v
-            if room.last_v is None:
-                room.reset(first - 1)
-            room.on_events(first, reply.evs)
-        else:
-            return False
-        if not room.catch_up(session):
-            room.lagging.add(session)
-            self._want_fetch(room)
-        self._report_presence(room)
-        return True
-
-    async def _read(self, session: Session) -> None:
+    async def _read(self, session: Session, feed: Feed[Session]) -> None:
         async for frame in session.ws:
             self.client_frames_total += 1
             if session.rate.take(time.monotonic()):
@@ -725,42 +616,22 @@ class EdgeServer:
             elif isinstance(message, Ping):
                 session.send(b'{"type":"pong"}')
             elif isinstance(message, SyncRequest):
-                asyncio.get_running_loop().create_task(self._send_fresh_sync(session, asked=True))
+                self._run(session.game_id, feed, feed.ask_sync(session))
 
-    # --- HTTP ---------------------------------------------------------------------------
-
-    async def _http_game(self, request: HttpRequest) -> Response:
-        game_id = request.params["gameId"]
-        if not GAME_ID_RE.match(game_id) or self.bus is None:
-            return json_response(404, {"error": "not_found"})
-        try:
-            reply = await self.bus.fetch(game_id, None)
-        except BrokerUnavailable:
-            return json_response(503, {"error": "unavailable"})
-        if isinstance(reply, StateReply):
-            return json_response(200, {**reply.sync, "you": "spectator"})
-        return json_response(404, {"error": "not_found"})
-
-    async def _http_pgn(self, request: HttpRequest) -> Response:
-        game_id = request.params["gameId"]
-        if not GAME_ID_RE.match(game_id) or self.bus is None:
-            return json_response(404, {"error": "not_found"})
-        try:
-            reply = await self.bus.pgn(game_id)
-        except BrokerUnavailable:
-            return json_response(503, {"error": "unavailable"})
-        if isinstance(reply, PgnReply):
-            return text_response(200, reply.text, "application/x-chess-pgn; charset=utf-8")
-        return json_response(404, {"error": "not_found"})
+    # --- health ---------------------------------------------------------------------------
 
     def _healthz(self, _request: HttpRequest) -> Response:
-        healthy = self.broker_up and not self.draining
+        healthy = self.broker_up and not self.draining and self.tasks.failure is None
+        if self.tasks.failure is not None:
+            status = "failed"
+        elif self.draining:
+            status = "draining"
+        else:
+            status = "ok" if healthy else "broker_unreachable"
         return json_response(
             200 if healthy else 503,
             {
-                "status": "ok"
-                if healthy
-                else ("draining" if self.draining else "broker_unreachable"),
+                "status": status,
                 "component": "edge",
                 "id": self.config.id,
                 "region": self.config.region,
@@ -771,25 +642,6 @@ class EdgeServer:
         )
 
 
-def _version(raw: str | None) -> int | None:
-    """The ``v`` query parameter, or None when absent or not a sane integer."""
-    if raw is None or not raw.isdigit() or len(raw) > 15:
-        return None
-    return int(raw)
-
-
-def _salvage_id(frame: str) -> Any:
-    """The ``id`` of a message that failed validation, so its error can carry it."""
-    try:
-        raw = json.loads(frame)
-    except (ValueError, RecursionError):
-        return None
-    value = raw.get("id") if isinstance(raw, dict) else None
-    if isinstance(value, (str, int)) and not isinstance(value, bool) and len(str(value)) <= 64:
-        return value
-    return None
-
-
 async def main(config: EdgeConfig) -> None:
-    """Run an edge until SIGINT/SIGTERM (SIGTERM drains)."""
+    """Run an edge until SIGINT/SIGTERM (SIGTERM drains); exit non-zero if a loop crashed."""
     await run_server(EdgeServer(config))
