@@ -279,7 +279,14 @@ class Feed(Generic[H]):
         out: list[Action[H]] = []
         self._backoff = 0.0
         self._apply(since, answer, out)
-        if self._members and (self._stale or self._held):
+        # Held events the broker's answer should have reached: ask again.  Held events
+        # beyond its head wait for the next event or head (no busy loop on an idle game).
+        behind = (
+            bool(self._held)
+            and not isinstance(answer, Missing)
+            and (self.last_v is None or self.last_v < answer.v)
+        )
+        if self._members and (self._stale or behind):
             self._stale = False
             out.append(Fetch(self.last_v, 0.0))
         else:
