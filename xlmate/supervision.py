@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final
 
-from xlmate.errors import XLMateError
+from xlmate.errors import ConfigError, XLMateError
 
 log = logging.getLogger("xlmate.supervision")
 
@@ -44,26 +45,41 @@ class InjectedFault(XLMateError):
 
 
 class Faults:
-    """The fault points enabled for this process (none unless the variable is set)."""
+    """The fault points enabled for this process (none unless the variable is set).
+
+    ``XLMATE_FAULT_INJECT=edge.resend_loop`` fails that point on its first
+    check; ``edge.resend_loop:3`` only once 3 seconds have passed since the
+    variable was read (so a test can see the process healthy first).
+    """
 
     __slots__ = ("points",)
 
-    def __init__(self, points: frozenset[str] = frozenset()) -> None:
-        self.points = points
+    def __init__(self, points: dict[str, float] | None = None) -> None:
+        self.points = points or {}  # point -> monotonic time from which it fails
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Faults:
         """Read ``XLMATE_FAULT_INJECT`` once; log loudly when it enables anything."""
-        raw = environ.get(FAULT_ENV, "")
-        points = frozenset(p.strip() for p in raw.split(",") if p.strip())
+        now = time.monotonic()
+        points: dict[str, float] = {}
+        for item in environ.get(FAULT_ENV, "").split(","):
+            name, _, after = item.strip().partition(":")
+            if not name:
+                continue
+            try:
+                points[name] = now + float(after or 0)
+            except ValueError:
+                raise ConfigError(f"{FAULT_ENV}: {item!r} is not point[:seconds]") from None
         if points:
             log.warning("%s: fault points enabled: %s", FAULT_ENV, ", ".join(sorted(points)))
         return cls(points)
 
     def check(self, point: str) -> None:
-        """Raise ``InjectedFault`` if ``point`` is enabled."""
-        if self.points and point in self.points:
-            raise InjectedFault(f"fault injected at {point} ({FAULT_ENV})")
+        """Raise ``InjectedFault`` if ``point`` is enabled (and its delay has passed)."""
+        if self.points:
+            due = self.points.get(point)
+            if due is not None and time.monotonic() >= due:
+                raise InjectedFault(f"fault injected at {point} ({FAULT_ENV})")
 
 
 class Supervisor:

@@ -190,8 +190,10 @@ class Cluster:
     def broker_http(self) -> str:
         return f"http://127.0.0.1:{self.broker_http_port}"
 
-    def _spawn(self, name: str, args: list[str], health_url: str) -> Proc:
-        proc = Proc(name, args, self.root, self.env, health_url).start()
+    def _spawn(
+        self, name: str, args: list[str], health_url: str, env: dict[str, str] | None = None
+    ) -> Proc:
+        proc = Proc(name, args, self.root, {**self.env, **(env or {})}, health_url).start()
         self.procs.append(proc)
         return proc
 
@@ -220,8 +222,10 @@ class Cluster:
             *extra,
         ]
 
-    def start_broker(self, *extra: str) -> Proc:
-        self.broker = self._spawn("broker", self.broker_args(*extra), f"{self.broker_http}/healthz")
+    def start_broker(self, *extra: str, env: dict[str, str] | None = None) -> Proc:
+        self.broker = self._spawn(
+            "broker", self.broker_args(*extra), f"{self.broker_http}/healthz", env
+        )
         self.broker.wait_healthy()
         return self.broker
 
@@ -231,7 +235,9 @@ class Cluster:
         proc.wait_healthy()
         return proc
 
-    def start_edge(self, region: str, *extra: str, wait: bool = True) -> Edge:
+    def start_edge(
+        self, region: str, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Edge:
         port = free_port()
         edge_id = f"{region}-{port}"
         args = [
@@ -254,7 +260,7 @@ class Cluster:
             "200",
             *extra,
         ]
-        proc = self._spawn(f"edge-{edge_id}", args, f"http://127.0.0.1:{port}/healthz")
+        proc = self._spawn(f"edge-{edge_id}", args, f"http://127.0.0.1:{port}/healthz", env)
         edge = Edge(proc, region, port, edge_id)
         self.edges.append(edge)
         if wait:
