@@ -1,11 +1,12 @@
 """Run a server until SIGINT or SIGTERM, then shut it down in order.
 
 Every server in this project has ``start()``, an idempotent ``close()`` and
-``wait_closed()``, and says in ``failure`` which of its loops crashed, if one
-did (``xlmate.supervision``).  ``run_server`` is the one place that wires them
-to process signals and to the exit status, so the CLI stays a thin layer: a
-server that closed because a loop crashed raises ``ComponentFailed``, which
-the CLI turns into a non-zero exit (so systemd or Kubernetes restart it).
+``wait_closed()`` (docs/architecture.md, Style), and says in ``failure`` which
+of its loops crashed, if one did (``xlmate.supervision``).  ``run_server`` is
+the one place that wires them to process signals and to the exit status, so
+the CLI stays a thin layer: a server that closed because a loop crashed raises
+``ComponentFailed``, which the CLI turns into a non-zero exit (so systemd or
+Kubernetes restart it).
 """
 
 from __future__ import annotations
