@@ -48,6 +48,7 @@ async def run_server(server: Server) -> None:
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
+        closed.cancel()  # (the finally below waits for the close itself)
     finally:
         server.close()
         await server.wait_closed()
