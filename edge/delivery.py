@@ -10,9 +10,11 @@ socket) events and answers reach the edge in any order, late, or twice.  A
 and never a duplicate; and, unless the broker itself went back, never a state
 older than what the socket already has.
 
-The glue (``edge.server``) feeds a ``Feed`` its inputs and carries out the
-actions it returns, in order, and nothing else; it never reads or writes the
-feed's fields (h11's "Rule 1").
+The glue (``edge.games``) feeds a ``Feed`` its inputs and carries out the
+actions it returns, in order, and nothing else; it never writes the feed's
+state (h11's "Rule 1"), and reads it only through ``synced``, ``handles``
+and ``synced_handles``.  Each input returns the actions it caused (an empty
+tuple when none: the common duplicate costs no allocation).
 
 Inputs (methods)                           Actions (returned)
 -----------------------------------------  ------------------------------------------
@@ -50,7 +52,9 @@ The broker went back only if it answers a fetch with a ``v`` below the
 its state once (``forced``).  An answer that is merely older than the room
 (events overtook it) is late, not a rewind; a full state fetched before the
 room had a base is not applied once it has one (the room fetches the events
-after its base instead).
+after its base instead).  Held events beyond the head an answer reports are
+kept but not fetched for again until the next event or head (an idle game
+never loops on fetches).
 """
 
 from __future__ import annotations
