@@ -274,7 +274,7 @@ class DeliveryMachine(RuleBasedStateMachine):
 
     # --- and, with a quiet network, everyone catches up ---------------------------------
 
-    def settle(self, steps: int = 200) -> bool:
+    def settle(self, steps: int = 5000) -> bool:
         """Answer, then deliver, in order, for at most ``steps``; True once all is quiet."""
         for _ in range(steps):
             if self.answers:
