@@ -298,10 +298,6 @@ class Game:
         self._keys.clear()
         self._safety = None
 
-    def players_id(self, color: Color) -> str | None:
-        """Same as ``player``; the name broker/authority.py calls."""
-        return self._players.get(color)
-
     def seat(self, color: Color, player_id: str | None) -> None:
         """Record the platform id (``sub``) of a seat; the first non-None id sticks.
 

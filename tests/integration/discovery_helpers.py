@@ -15,8 +15,8 @@ from typing import Any
 import zmq.asyncio
 
 from tests.integration.cluster import eventually, free_port, http_get, wait_until
-from xlmate.discovery.heartbeat import Heartbeat
 from xlmate.edge.discovery_client import DiscoveryClient
+from xlmate.heartbeat import Heartbeat
 
 __all__ = ["eventually", "free_port", "get_json", "http_get", "wait_until"]
 

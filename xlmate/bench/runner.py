@@ -67,6 +67,7 @@ from xlmate.bench.report import (
     window_stats,
 )
 from xlmate.config import cluster_secret
+from xlmate.constants import COLORS
 from xlmate.tokens import Clock, mint_seat_token
 
 log = logging.getLogger("xlmate.bench")
@@ -280,8 +281,8 @@ class ClusterPlanner(_BasePlanner):
         regions = (self.regions[number % count], self.regions[(number + 1) % count])
         urls = await asyncio.gather(*(self.place(region, game_id) for region in regions))
         out: list[Link] = []
-        for url, color in zip(urls, ("white", "black"), strict=True):
-            token = mint_seat_token(self.secret, game_id, color, clock=self.clock)  # type: ignore[arg-type]
+        for url, color in zip(urls, COLORS, strict=True):
+            token = mint_seat_token(self.secret, game_id, color, clock=self.clock)
             if self.config.client == "gameclient" and kind == "g":
                 self.book.acquire(url, bind=False)  # GameClient cannot pick its address
                 link: Link = GameClientLink(url, game_id, token, color, handler)
