@@ -110,10 +110,9 @@ class _Spec:
             else:
                 raw = f"raw[{key!r}]"
             if nested is not None:
-                get.append(f"_from_wire(nested{n}, {raw})")
+                get.append(f"(None if (x{n} := {raw}) is None else nested{n}.from_wire(x{n}))")
             else:
                 get.append(raw)
-        env["_from_wire"] = _from_wire
         self.source = (
             f"def to_map(m):\n    return {{{', '.join(put)}}}\n"
             f"def from_map(raw):\n    return cls({', '.join(get)})\n"
@@ -121,10 +120,6 @@ class _Spec:
         exec(compile(self.source, f"<codec {cls.__name__}>", "exec"), env)
         self.to_map: Callable[[Message], dict[str, Any]] = env["to_map"]
         self.from_map: Callable[[dict[str, Any]], Message] = env["from_map"]
-
-
-def _from_wire(nested: type[Nested], raw: Any) -> Any:
-    return None if raw is None else nested.from_wire(raw)
 
 
 class Codec:

@@ -17,7 +17,7 @@ rejections for one edge; ``ctl`` the broker's heartbeat.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, NamedTuple, TypeVar
 
 from xlmate.codec import Codec, Message
 from xlmate.constants import COLORS, Color
@@ -57,27 +57,38 @@ def _is_v(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
 
 
-@dataclass(frozen=True, slots=True)
-class AckRef:
-    """The command an event acknowledges: on the wire ``[edge id, seat, command id]``."""
+class AckRef(NamedTuple):
+    """The command an event acknowledges: on the wire ``[edge id, seat, command id]``.
+
+    A named tuple rather than a dataclass: every move's last event carries
+    one, and building a tuple costs a third of a frozen dataclass.  It is
+    checked where it can come from outside (``from_wire``); the broker builds
+    it from a ``CommandMsg`` that was checked already.
+    """
 
     edge_id: str
     seat: Color
     command_id: str
 
-    def __post_init__(self) -> None:
-        _check(_is_id(self.edge_id) and _is_seat(self.seat), "bad ack reference")
-        _check(_is_id(self.command_id), "bad ack reference")
-
     def to_wire(self) -> list[str]:
         """``[edge id, seat, command id]``."""
-        return [self.edge_id, self.seat, self.command_id]
+        return list(self)
 
     @classmethod
     def from_wire(cls, raw: Any) -> AckRef:
         """Rebuild one from its list; ``WireError`` for anything else."""
-        _check(isinstance(raw, list) and len(raw) == 3, "bad ack reference")
-        return cls(raw[0], raw[1], raw[2])
+        if type(raw) is not list or len(raw) != 3:
+            raise WireError("bad ack reference")
+        edge_id, seat, command_id = raw  # (checks written out: one per move)
+        if not (
+            type(edge_id) is str
+            and 0 < len(edge_id) <= 128
+            and type(command_id) is str
+            and 0 < len(command_id) <= 128
+            and seat in COLORS
+        ):
+            raise WireError("bad ack reference")
+        return cls(edge_id, seat, command_id)
 
 
 # --- edge -> broker (PUB -> XSUB, topic "cmd") --------------------------------
