@@ -49,7 +49,7 @@ SAMPLES: list[Record] = [
 ]
 
 
-def frame(body: dict[str, Any]) -> bytes:
+def frame(body: Any) -> bytes:
     """One record framed as every version of the journal frames it."""
     data = msgpack.packb(body, use_bin_type=True)
     return HEADER.pack(len(data), zlib.crc32(data)) + data
@@ -99,12 +99,13 @@ def test_every_record_kind_round_trips_through_the_journal(tmp_path: Path) -> No
 
 
 def test_an_intact_record_this_version_cannot_read_is_skipped_not_cut(tmp_path: Path) -> None:
-    """A record of an unknown kind (a newer broker's) is logged and skipped; what follows stays."""
+    """An unknown kind (a newer broker's), a bad seat or a non-map is skipped, not cut."""
     path = tmp_path / "journal.log"
     path.write_bytes(
         pack_record(SAMPLES[0])
-        + frame({"k": "future", "g": "g1", "x": 1})
-        + frame({"k": "seat", "g": "g1", "s": "purple", "p": "x"})
+        + frame({"t": "future", "g": "g1", "x": 1})
+        + frame({"t": "seat", "g": "g1", "s": "purple", "p": "x"})
+        + frame([1, 2, 3])
         + pack_record(SAMPLES[1])
     )
     records, end, problem = read_records(path)
