@@ -190,8 +190,13 @@ class Router:
 
     @staticmethod
     def _compile(pattern: str) -> re.Pattern[str]:
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[A-Za-z0-9_-]+)", pattern)
-        return re.compile(f"^{regex}$")
+        """``/a/{name}.js`` -> a regex: literal text escaped, ``{name}`` one safe segment."""
+        parts = re.split(r"\{(\w+)\}", pattern)
+        regex = "".join(
+            f"(?P<{part}>[A-Za-z0-9_-]+)" if odd else re.escape(part)
+            for odd, part in ((i % 2 == 1, p) for i, p in enumerate(parts))
+        )
+        return re.compile(f"^{regex}\\Z")
 
     async def process_request(
         self, connection: ServerConnection, request: Request
