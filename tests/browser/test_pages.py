@@ -28,7 +28,8 @@ WATCH_CONNECTION = """() => {
   window.connectionLog = [document.getElementById("connection").textContent];
   new MutationObserver(() => {
     window.connectionLog.push(document.getElementById("connection").textContent);
-  }).observe(document.getElementById("connection"), {childList: true, characterData: true, subtree: true});
+  }).observe(document.getElementById("connection"),
+             {childList: true, characterData: true, subtree: true});
 }"""
 
 
@@ -56,8 +57,9 @@ def new_game(cluster: Cluster, edge: Edge) -> dict[str, Any]:
 def click_move(page: Page, uci: str) -> None:
     """Play ``uci`` by clicking its two squares, once the page says it is our move."""
     expect(page.locator("#status")).to_have_text("Your move")
-    page.click(f'#board rect[data-square="{uci[:2]}"]')
-    expect(page.locator(f'#board rect[data-square="{uci[:2]}"]')).to_have_class(re.compile("selected"))
+    origin = page.locator(f'#board rect[data-square="{uci[:2]}"]')
+    origin.click()
+    expect(origin).to_have_class(re.compile("selected"))
     page.click(f'#board rect[data-square="{uci[2:4]}"]')
 
 
@@ -99,7 +101,8 @@ def test_two_players_play_to_checkmate_while_a_third_watches(
     clock = watcher.locator('#player-bottom .clock[data-running="true"]')
     first = clock.inner_text()
     watcher.wait_for_function(
-        "(first) => document.querySelector('#player-bottom .clock').textContent !== first", arg=first
+        "(first) => document.querySelector('#player-bottom .clock').textContent !== first",
+        arg=first,
     )
 
     # A draw offered with the button, seen and declined on the other page.
