@@ -586,7 +586,8 @@ export class GameClient extends Emitter {
         clearTimeout(openTimer);
         clearInterval(this._pinger);
         this._pinger = null;
-        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+        ws.onopen = ws.onmessage = ws.onclose = null;
+        ws.onerror = () => {}; // (Node's ws throws an error event nobody listens to)
         if (this._ws === ws) this._ws = null;
         this._endSession = null;
         this.connectedTo = null;
