@@ -63,7 +63,7 @@ class OriginPolicy:
                     continue
                 if item != "*" and not _ORIGIN_RE.fullmatch(item):
                     raise ConfigError(
-                        f"--allow-origin {item!r} is not an origin like https://example.com or *"
+                        f"{item!r} is not an origin like https://example.com or *"
                     )
                 origins.append(item)
         return cls(tuple(origins) or ("*",))
