@@ -62,9 +62,7 @@ class OriginPolicy:
                 if not item:
                     continue
                 if item != "*" and not _ORIGIN_RE.fullmatch(item):
-                    raise ConfigError(
-                        f"{item!r} is not an origin like https://example.com or *"
-                    )
+                    raise ConfigError(f"{item!r} is not an origin like https://example.com or *")
                 origins.append(item)
         return cls(tuple(origins) or ("*",))
 

@@ -1,9 +1,10 @@
 """The JavaScript client's own suite (``node --test clients/js/test/``) as part of this one.
 
 The Node tests start their own real cluster with this virtualenv's ``xlmate``
-(``clients/js/testkit/cluster.js``).  Their one development dependency, the ``ws``
-WebSocket package for Node, is installed from the committed lock file with ``npm ci``
-when it is missing (``scripts/setup`` does the same when npm is there).
+(``clients/js/testkit/cluster.js``).  Their development dependencies (``ws``, a
+WebSocket for Node, and ``typescript``, to check the declarations) are installed from
+the committed lock file with ``npm ci`` when the lock file is newer than what is
+installed (``scripts/setup`` does the same when npm is there).
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ JS = REPO / "clients" / "js"
 
 
 def ensure_node_modules() -> None:
-    """``npm ci`` in clients/js unless ``ws`` is installed already."""
-    if (JS / "node_modules" / "ws" / "package.json").exists():
+    """``npm ci`` in clients/js unless what is installed is newer than the lock file."""
+    installed = JS / "node_modules" / ".package-lock.json"
+    if (
+        installed.exists()
+        and installed.stat().st_mtime >= (JS / "package-lock.json").stat().st_mtime
+    ):
         return
     npm = shutil.which("npm")
     assert npm, "npm is missing: run scripts/system-deps (scripts/debian-packages.d/browser.txt)"
