@@ -160,14 +160,16 @@ export class GameState {
         if (this.offers.draw && this.offers.draw !== event.by) this.offers.draw = null;
         if (this.offers.takeback === event.by) this.offers.takeback = null;
         break;
-      case "game_over":
+      case "game_over": {
+        // The final clocks: the event's, else ours stopped now (before status says "over").
+        const final = event.clock ? { ...event.clock, running: null } : this.clock && this.clockSnapshot(now);
         this.status = "over";
         this.result = event.result;
         this.reason = event.reason;
-        if (event.clock) this.setClock({ ...event.clock, running: null }, now);
-        else if (this.clock) this.setClock(this.clockSnapshot(now), now);
+        if (final) this.setClock(final, now);
         this.offers = { draw: null, takeback: null };
         break;
+      }
       case "draw":
       case "takeback":
         this.offers[event.type] = event.action === "offer" ? event.by : null;
