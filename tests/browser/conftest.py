@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.integration.cluster import Cluster
 
@@ -30,6 +30,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(os.environ.get("XLMATE_ARTIFACTS", "var/test-artifacts")) / "browser"
+WAIT_MS = 10_000  # the longest any page condition is waited for (a loaded 2-core machine)
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ class Pages:
         context = self.browser.new_context(viewport={"width": 1000, "height": 720})
         self.contexts.append(context)
         page = context.new_page()
-        page.set_default_timeout(10_000)
+        page.set_default_timeout(WAIT_MS)
         self.pages[name] = page
         page.goto(url)
         return page

@@ -16,7 +16,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Pages
+from tests.browser.conftest import WAIT_MS, Pages
 from tests.integration.cluster import SECRET, XLMATE, Cluster, Edge
 from xlmate.tokens import mint_seat_token
 
@@ -192,7 +192,7 @@ def open_and_record(pages: Pages, name: str, url: str) -> tuple[Page, list[Any]]
     context = pages.browser.new_context()
     pages.contexts.append(context)
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(WAIT_MS)
     pages.pages[name] = page
     sockets = opened_sockets(page)
     page.goto(url)

@@ -199,7 +199,15 @@ test("flooding is rate limited: rate_limited errors (and 4008 past the limit)", 
       assert.ok(codes.includes("no_offer"), "the first ones went through");
       // The client recovers: after the flood a command works again.
       await white.connect({ timeout: 10000 });
-      await waitUntil(async () => (await white.move("d2d4").catch((e) => e.code)) !== "rate_limited", 10000, "the bucket to refill");
+      const answer = await waitUntil(
+        async () => {
+          const result = await white.move("d2d4").catch((e) => e.code);
+          return result === "rate_limited" ? null : result;
+        },
+        10000,
+        "the limit to let a command through",
+      );
+      assert.equal(answer, 1, "the move after the flood is acked");
     } finally {
       await Promise.all([white.close(), black.close()]);
     }
