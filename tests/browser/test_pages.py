@@ -159,10 +159,10 @@ def test_white_edge_killed_mid_game_the_pages_reconnect_and_finish(
         assert page.evaluate("window.xlmate.state.v") == len(SCHOLARS_MATE) + 1
 
 
-def test_a_refused_move_shows_the_server_message_and_promotion_asks_for_a_piece(
+def test_refused_move_promotion_and_takeback_on_the_page(
     web_cluster: Cluster, pages: Pages
 ) -> None:
-    """An illegal click shows the server's error text; a pawn reaching rank 8 asks for a piece."""
+    """A refused click shows the server's error; promotion asks for a piece; takeback undoes it."""
     edge = next(e for e in web_cluster.edges if e.proc.alive())
     game = new_game(web_cluster, edge)
     white = pages.open("white", game["white"]["url"])
@@ -179,6 +179,17 @@ def test_a_refused_move_shows_the_server_message_and_promotion_asks_for_a_piece(
     white.click('#promotion button[data-piece="n"]')
     expect(black.locator("#moves .san")).to_have_count(9)
     assert san_list(black)[-1] == "bxa8=N"
+    expect(black.locator('#board text[data-on="a8"]')).to_have_attribute("data-piece", "N")
+
+    # A takeback asked with the button and accepted on the other page: the knight goes back.
+    white.click("#takeback")
+    expect(white.locator("#takeback")).to_have_text("Takeback offered")
+    expect(black.locator("#offer-text")).to_have_text("Your opponent asks for a takeback")
+    black.click("#offer-accept")
+    for page in (white, black):
+        expect(page.locator("#moves .san")).to_have_count(8)
+        expect(page.locator('#board text[data-on="b7"]')).to_have_attribute("data-piece", "P")
+    expect(black.locator('#board text[data-on="a8"]')).to_have_attribute("data-piece", "r")
 
 
 def opened_sockets(page: Page) -> list[Any]:
