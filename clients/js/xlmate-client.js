@@ -310,9 +310,7 @@ export class GameClient extends Emitter {
     /** @type {ConnectionError | null} */
     this.fatal = null;
 
-    this._prefix = Math.floor(random() * 0xffffff)
-      .toString(16)
-      .padStart(6, "0");
+    this._prefix = randomPrefix(); // ids are per seat: two tabs of one seat must not collide
     this._seq = 0;
     this._outgoing = new Map(); // id -> {body, resolve, reject, timer, deadline}
     this._failed = new Map(); // edge URL -> when reaching it last failed (ms)
@@ -706,6 +704,14 @@ export class GameClient extends Emitter {
 
 /** Something went wrong that a later attempt may not meet (network, discovery 503). */
 class RetryableError extends XLMateError {}
+
+/** 12 hex digits from the platform's CSPRNG (Math.random only where there is none). */
+function randomPrefix() {
+  const bytes = new Uint8Array(6);
+  if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i += 1) bytes[i] = Math.floor(Math.random() * 256);
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 function isOffline() {
   return globalThis.navigator?.onLine === false;
