@@ -93,7 +93,7 @@ class _Spec:
         self.keys = tuple(cls.KEYS.get(name, name) for name in names)
         if len(set(self.keys)) != len(self.keys) or kind_key in self.keys:
             raise TypeError(f"{cls.__name__}: two fields share a wire key")
-        env: dict[str, Any] = {"cls": cls, "WireError": WireError}
+        env: dict[str, Any] = {"cls": cls}
         put, get = [f"{kind_key!r}: {self.kind!r}"], []
         for n, (f, key) in enumerate(zip(declared, self.keys, strict=True)):
             nested = cls.NESTED.get(f.name)
