@@ -27,9 +27,9 @@ import os
 from typing import Any
 
 import redis.asyncio as redis
-from relay_serve import serve_until_signal
 from websockets.asyncio.server import ServerConnection, broadcast
 
+from relay_serve import serve_until_signal
 from xlmate import eventloop
 
 HELLO = '{"type":"hello"}'

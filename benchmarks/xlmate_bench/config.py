@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from xlmate.bench import BenchError
+from xlmate_bench import BenchError
 
 ClientKind = Literal["thin", "gameclient"]
 FsyncPolicy = Literal["always", "interval", "never"]
