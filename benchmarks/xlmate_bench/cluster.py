@@ -220,10 +220,11 @@ class Proc:
         assert self.popen is not None
         return self.popen.wait(timeout=timeout)
 
-    def log(self) -> str:
-        """The current start's output so far."""
+    def log(self, start: int | None = None) -> str:
+        """The output of start number ``start`` (default: the current one) so far."""
+        number = start or self.starts
         try:
-            return self.log_path.read_text(errors="replace") if self.log_path else ""
+            return (self.cwd / f"{self.name}.{number}.log").read_text(errors="replace")
         except OSError:
             return ""
 
