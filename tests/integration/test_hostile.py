@@ -64,7 +64,7 @@ MAX_STRIKES = 50  # docs/protocol.md: net rate-limited messages before close 400
 FLOODERS = 5
 MAX_PER_IP = 5  # edge D's --max-per-ip
 CAPACITY = 3  # edge C's --capacity
-MAX_INBOUND = 64 * 1024  # broker/server.py: biggest frame libzmq accepts on XSUB/XPUB/ROUTER
+MAX_INBOUND = 64 * 1024  # docs/security.md: biggest frame the broker accepts on XSUB/XPUB/ROUTER
 
 
 # --- the cluster and the background game ---------------------------------------------
@@ -563,6 +563,39 @@ async def test_a_flood_of_5000_messages_is_rate_limited_then_closed_4008(
         assert closes == FLOODERS
 
 
+async def test_a_burst_gets_40_answers_and_rate_limited_errors_then_the_bucket_refills(
+    hostile: Hostile,
+) -> None:
+    """60 pings at once: the 40 of the burst (and what refilled meanwhile) answered, the rest
+    rate_limited, one reply each; later pings are answered again as the bucket refills."""
+    sent = 60
+    assert RATE_BURST < sent < RATE_BURST + MAX_STRIKES  # over the burst, under a 4008 close
+
+    def reply(message: dict[str, Any]) -> bool:
+        return message.get("type") == "pong" or message.get("code") == "rate_limited"
+
+    async with under_attack(hostile) as game:
+        ws = await opened(spectate_url(hostile.a, game.gid), compression=None)
+        started = time.monotonic()
+        for _ in range(sent):
+            await ws.send('{"type":"ping"}')
+        seen = {"pong": 0, "rate_limited": 0}
+        for _ in range(sent):
+            message = await next_message(ws, reply)
+            seen[message.get("code") or "pong"] += 1
+        refill = RATE_PER_S * (time.monotonic() - started)
+        assert RATE_BURST <= seen["pong"] <= RATE_BURST + refill, seen
+        assert seen["rate_limited"] == sent - seen["pong"], seen
+
+        async def answered() -> bool:
+            await ws.send('{"type":"ping"}')
+            return (await next_message(ws, reply))["type"] == "pong"
+
+        # A token comes back every 1/RATE_PER_S s; polling spends at most a few strikes.
+        await eventually(answered, 5.0, "the bucket to give a token back")
+        await ws.close()
+
+
 async def test_rate_limited_commands_still_get_one_error_each_with_their_id(
     hostile: Hostile,
 ) -> None:
@@ -840,13 +873,20 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
             rogue.setsockopt(zmq.XPUB_VERBOSE, 1)  # pass on the same subscription again
             rogue.connect(f"tcp://127.0.0.1:{c.xsub_port}")
             assert await asyncio.wait_for(rogue.recv(), 5.0) == b"\x01"
+            # A frame of exactly 64 KiB still reaches the broker loop (which counts the junk).
+            xsub_before = await metric(c.broker_http, bad, socket="xsub")
+            await rogue.send_multipart([b"cmd", b"x" * MAX_INBOUND])
+
+            async def counted() -> bool:
+                return await metric(c.broker_http, bad, socket="xsub") > xsub_before
+
+            await eventually(counted, 5.0, "the frame at the limit to be counted")
+            assert await metric(c.broker_http, bad, socket="xsub") - xsub_before == 1
+            # One byte more and libzmq drops it with the connection.
             xsub_before = await metric(c.broker_http, bad, socket="xsub")
             await rogue.send_multipart([b"cmd", b"x" * (MAX_INBOUND + 1)])
             assert await asyncio.wait_for(rogue.recv(), 5.0) == b"\x01", "not disconnected"
             await rogue.send_multipart([b"cmd", b"small junk"])
-
-            async def counted() -> bool:
-                return await metric(c.broker_http, bad, socket="xsub") > xsub_before
 
             await eventually(
                 counted,
@@ -897,23 +937,35 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
         ctx.destroy(linger=0)
 
 
-def test_limits_here_match_the_code() -> None:
-    """The numbers this module attacks are the ones the code enforces (and docs/ document)."""
-    from xlmate.broker import server as broker_server
-    from xlmate.constants import MAX_CLIENT_FRAME
-    from xlmate.edge import server as edge_server
-    from xlmate.edge.bus import MAX_INBOUND as EDGE_INBOUND
-    from xlmate.wire import MAX_FRAME
+# --- memory over every attack -----------------------------------------------------------------
 
-    assert MAX_CLIENT_FRAME == FRAME_LIMIT
-    assert (edge_server.RATE_PER_S, edge_server.RATE_BURST) == (RATE_PER_S, RATE_BURST)
-    assert edge_server.MAX_STRIKES == MAX_STRIKES
-    assert edge_server.QUEUE_LIMIT == 256
-    assert broker_server.MAX_INBOUND == MAX_INBOUND
-    assert (EDGE_INBOUND, MAX_FRAME) == (8 * MB, MB)
+# Every attack of this module; the memory test runs them all itself, so it proves its claim
+# alone, in any order, with or without the other tests.
+ATTACKS = (
+    test_malformed_messages_get_their_documented_error_codes,
+    test_binary_frames_get_bad_message_and_the_socket_stays_usable,
+    test_frames_over_4096_bytes_are_closed_1009,
+    test_slow_and_broken_handshakes_are_dropped,
+    test_bad_tokens_are_closed_4001_and_tokens_for_another_game_4003,
+    test_spectating_unknown_games_is_4004_and_creates_nothing,
+    test_a_flood_of_5000_messages_is_rate_limited_then_closed_4008,
+    test_a_burst_gets_40_answers_and_rate_limited_errors_then_the_bucket_refills,
+    test_rate_limited_commands_still_get_one_error_each_with_their_id,
+    test_more_sockets_than_max_per_ip_are_closed_4008,
+    test_a_full_edge_closes_1013_and_discovery_stops_offering_it,
+    test_a_spectator_that_never_reads_is_closed_4008_and_players_are_not_delayed,
+    test_garbage_on_the_brokers_zeromq_ports_is_dropped_and_counted,
+    test_oversize_frames_on_the_brokers_zeromq_ports_are_refused,
+)
 
 
-def test_edge_memory_stayed_flat_over_every_attack(hostile: Hostile) -> None:
-    """Over all the attacks above (run first, in file order), no edge's RSS grew past 32 MiB."""
-    for edge_id, grew in module_growth(hostile).items():
+async def test_edge_memory_stayed_flat_over_every_attack(hostile: Hostile) -> None:
+    """Every attack of this module, run here one after another: no edge's RSS grows past 32 MiB."""
+    edges = hostile.c.edges
+    before = {edge.edge_id: rss(edge.proc.pid) for edge in edges}
+    for attack in ATTACKS:
+        await attack(hostile)
+    grown = {edge.edge_id: rss(edge.proc.pid) - before[edge.edge_id] for edge in edges}
+    print("edge RSS growth over every attack (MiB):", _mib(grown))
+    for edge_id, grew in grown.items():
         assert grew < EDGE_RSS_MODULE_BOUND, f"{edge_id} RSS grew by {grew / MB:.1f} MiB"
