@@ -14,7 +14,8 @@ import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
 from tests.integration.cluster import XLMATE, Cluster, http_json_async
-from tests.integration.games import Played, assert_clean_history, play, random_game
+from tests.integration.games import Played, assert_clean_history, play
+from tests.support.chess_games import random_game
 from xlmate.client import GameClient
 from xlmate.wire import CMD_TOPIC, CommandMsg, encode, game_topic
 

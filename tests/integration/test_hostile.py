@@ -41,7 +41,8 @@ from tests.integration.cluster import (
     http_get_async,
     http_json_async,
 )
-from tests.integration.games import Played, assert_clean_history, random_game
+from tests.integration.games import Played, assert_clean_history
+from tests.support.chess_games import random_game
 from xlmate.client import GameClient
 from xlmate.tokens import Clock, mint_seat_token, new_game_id
 from xlmate.wire import FetchRequest, MissingReply, decode, encode

@@ -17,9 +17,9 @@ from tests.integration.games import (
     Played,
     assert_clean_history,
     play,
-    random_game,
     seat_players,
 )
+from tests.support.chess_games import random_game
 from xlmate.broker.journal import pack_record, read_records
 from xlmate.client import GameClient
 
