@@ -11,7 +11,7 @@ A published message is ``<edge id> <socket id>\\n<frame>``, so the edge that
 published it can skip the sender.  On joining, a socket gets
 ``{"type":"hello"}`` (see ``relay_single.py``).
 
-Needs ``redis`` (``pip install 'xlmate-realtime[bench]'``); ``benchmarks/run``
+Needs ``redis`` (``pip install -e '.[bench]'``); ``benchmarks/run``
 installs it and starts ``redis-server``.  It runs on the same event loop as an edge
 (asyncio's own unless ``XLMATE_LOOP`` says otherwise).
 
