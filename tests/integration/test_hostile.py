@@ -45,7 +45,7 @@ from tests.integration.games import Played, assert_clean_history
 from tests.support.chess_games import random_game
 from xlmate.client import GameClient
 from xlmate.tokens import Clock, mint_seat_token, new_game_id
-from xlmate.wire import FetchRequest, MissingReply, decode, encode
+from xlmate.wire import CTL_TOPIC, FetchRequest, MissingReply, decode, encode
 
 MB = 1024 * 1024
 # RSS bounds, documented in docs/security.md with what was measured: an edge grew at most
@@ -66,6 +66,8 @@ FLOODERS = 5
 MAX_PER_IP = 5  # edge D's --max-per-ip
 CAPACITY = 3  # edge C's --capacity
 MAX_INBOUND = 64 * 1024  # docs/security.md: biggest frame the broker accepts on XSUB/XPUB/ROUTER
+EDGE_INBOUND = 8 * MB  # docs/security.md: biggest frame an edge accepts from the broker
+WIRE_MAX_FRAME = MB  # docs/security.md: biggest bus message the wire format decodes
 
 
 # --- the cluster and the background game ---------------------------------------------
@@ -934,6 +936,52 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
             print(f"broker RSS after a 32 MiB subscription frame: {grew / MB:+.1f} MiB")
             assert grew < 16 * MB, f"the broker buffered {grew / MB:.0f} MiB of one frame"
             assert c.broker.alive()
+    finally:
+        ctx.destroy(linger=0)
+
+
+async def test_a_rogue_brokers_frames_over_1_mib_are_counted_and_over_8_mib_refused(
+    cluster: Cluster,
+) -> None:
+    """On an edge's bus, a frame over 1 MiB is dropped and counted; over 8 MiB libzmq hangs up."""
+    ctx = zmq.asyncio.Context()
+    try:
+        # The "broker" is the test's own XPUB on the cluster's port: no real broker runs.
+        rogue = ctx.socket(zmq.XPUB)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.setsockopt(zmq.XPUB_VERBOSER, 1)  # pass on unsubscriptions: a hang-up shows
+        rogue.bind(f"tcp://127.0.0.1:{cluster.xpub_port}")
+        edge = cluster.start_edge("eu-west", wait=False)  # not healthy without a broker's beat
+
+        async def next_subscription(wanted: bytes) -> None:
+            while await rogue.recv() != wanted:
+                pass
+
+        await asyncio.wait_for(next_subscription(b"\x01" + CTL_TOPIC), 15.0)
+        bad = "xlmate_edge_bad_bus_frames_total"
+
+        async def serving() -> bool:
+            return (await http_get_async(f"{edge.http}/metrics"))[0] == 200
+
+        await eventually(serving, 15.0, "the edge to serve /metrics")
+        before = await metric(edge.http, bad)
+        for frame, what in (
+            (b"x" * EDGE_INBOUND, "exactly 8 MiB: past libzmq, over the wire format's 1 MiB"),
+            (b"x" * (WIRE_MAX_FRAME + 1), "1 MiB and a byte: refused before unpacking"),
+        ):
+            counted = await metric(edge.http, bad) - before + 1
+            await rogue.send_multipart([CTL_TOPIC, frame])
+
+            async def dropped_and_counted(counted: float = counted) -> bool:
+                return await metric(edge.http, bad) - before == counted
+
+            await eventually(dropped_and_counted, 10.0, what)
+        # One byte over 8 MiB: libzmq hangs up before buffering it (the edge's subscription
+        # goes with the connection), and the edge's loop never sees the frame.
+        await rogue.send_multipart([CTL_TOPIC, b"x" * (EDGE_INBOUND + 1)])
+        await asyncio.wait_for(next_subscription(b"\x00" + CTL_TOPIC), 10.0)
+        assert await metric(edge.http, bad) - before == 2
+        assert edge.proc.alive()
     finally:
         ctx.destroy(linger=0)
 
