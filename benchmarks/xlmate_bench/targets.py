@@ -133,7 +133,7 @@ def start_cluster(workdir: Path, edges: int, regions: Sequence[str], fsync: str)
             return cluster
         except ClusterError as exc:
             cluster.terminate(STOP_TIMEOUT_S)
-            if "address already in use" not in str(exc) or attempt == START_ATTEMPTS:
+            if "address already in use" not in str(exc).lower() or attempt == START_ATTEMPTS:
                 raise
             log.warning("a port was taken before we could bind it; starting again")
         except BaseException:
