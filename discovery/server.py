@@ -3,14 +3,16 @@
 Thin glue around the pure parts (``registry``, ``placement``, ``regions``):
 
 * a ``zmq.asyncio`` REP socket on ``tcp://rep_host:rep_port`` answers every
-  request (``discovery.heartbeat``) with exactly one reply; a frame that does
+  request (``xlmate.heartbeat``) with exactly one reply; a frame that does
   not decode is answered ``{"ok": false, "error": "bad_frame"}`` and counted in
   ``xlmate_discovery_bad_frames_total``, as are peers that fail the ZeroMQ
   handshake (seen through a socket monitor); frames over ``MAX_MSG_SIZE`` make
   libzmq drop the connection before they reach us;
 * a sweep task forgets edges silent for 3 of their own intervals;
 * HTTP on ``host:port`` (``xlmate.httpd`` over the ``websockets`` server):
-  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /healthz``, ``GET /metrics``.
+  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /healthz``, ``GET /metrics``,
+  with CORS for the origins of ``--allow-origin`` (preflight included) so platform
+  pages can ask for an edge; other methods get 405.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ from zmq.utils.monitor import parse_monitor_message
 from xlmate import curve, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
-from xlmate.discovery.heartbeat import (
+from xlmate.discovery.placement import place
+from xlmate.discovery.regions import RegionTable, default_table, load_table
+from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
+from xlmate.errors import ConfigError, WireError
+from xlmate.heartbeat import (
     BAD_FRAME,
     OK_REPLY,
     REGISTRY_FULL,
@@ -42,12 +48,9 @@ from xlmate.discovery.heartbeat import (
     decode_request,
     encode_reply,
 )
-from xlmate.discovery.placement import place
-from xlmate.discovery.regions import RegionTable, default_table, load_table
-from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
-from xlmate.errors import ConfigError, WireError
 from xlmate.httpd import (
     HttpRequest,
+    OriginPolicy,
     Router,
     json_response,
     metrics_response,
@@ -159,7 +162,7 @@ class DiscoveryServer:
         for outcome in ("region", "fallback", "anywhere", "no_nodes", "bad_request"):
             self._m_placements.labels(outcome)
 
-        self.router = Router()
+        self.router = Router(OriginPolicy(config.allow_origins))
         self.router.get("/v1/nodes/discovery", self._get_discovery)
         self.router.get("/v1/nodes", self._get_nodes)
         self.router.get("/healthz", self._get_healthz)

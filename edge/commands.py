@@ -50,11 +50,11 @@ class Commands:
         key = str(command.id) if command.id is not None else f"~{self.edge_id}:{next(self._keys)}"
         body = encode(
             CommandMsg(
-                g=session.game_id,
-                e=self.edge_id,
-                s=session.seat,
-                i=key,
-                c=command_to_wire(command.body),
+                game_id=session.game_id,
+                edge_id=self.edge_id,
+                seat=session.seat,
+                command_id=key,
+                command=command_to_wire(command.body),
             )
         )
         self.pending.add((session.game_id, session.seat, key), session, command.id, body, now_ms)

@@ -47,7 +47,7 @@ def answer_of(reply: Reply) -> Answer:
     if isinstance(reply, StateReply):
         return Snapshot(reply.v, reply.sync)
     if isinstance(reply, EventsReply):
-        return History(reply.v, reply.evs)
+        return History(reply.v, reply.events)
     return Missing()
 
 
@@ -145,7 +145,13 @@ class Games:
                 black += 1
             else:
                 spectators += 1
-        report = PresenceReport(g=game_id, e=self.edge_id, w=white, b=black, x=spectators)
+        report = PresenceReport(
+            game_id=game_id,
+            edge_id=self.edge_id,
+            white=white,
+            black=black,
+            spectators=spectators,
+        )
         self.bus.publish(CMD_TOPIC, encode(report))
 
     # --- the feeds' actions -------------------------------------------------------------

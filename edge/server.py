@@ -17,9 +17,11 @@ Every task is owned by one ``Supervisor`` (``xlmate.supervision``): a loop
 that crashes turns ``/healthz`` to 503 and ends the process non-zero.  The
 edge holds nothing the broker cannot give back, so it can die at any time.
 
-Endpoints on one port: ``/v1/games/{id}/ws`` (players), ``/v1/games/{id}/spectate``,
-and GET ``/v1/games/{id}``, ``/v1/games/{id}/pgn``, ``/healthz``, ``/metrics``
-(``routes``; WebSocket paths pass through to ``_handle``).
+Endpoints on one port (``routes``; WebSocket paths pass through to ``_handle``):
+``/v1/games/{id}/ws`` (players), ``/v1/games/{id}/spectate``, and GET
+``/v1/games/{id}``, ``/v1/games/{id}/pgn``, ``/healthz``, ``/metrics``, and the
+browser pages ``/play/{id}``, ``/watch/{id}`` (``edge.pages``).  ``--allow-origin``
+restricts which browser origins may open sockets and read the views (``xlmate.httpd``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from websockets.http11 import Response
 from xlmate import curve, metrics
 from xlmate.config import EdgeConfig, cluster_secret
 from xlmate.constants import CLOSE_DRAINING, MAX_CLIENT_FRAME
-from xlmate.discovery.heartbeat import Heartbeat
 from xlmate.edge import handshake
 from xlmate.edge.bus import BusClient
 from xlmate.edge.commands import Commands
@@ -47,10 +48,12 @@ from xlmate.edge.discovery_client import DiscoveryClient
 from xlmate.edge.games import Games
 from xlmate.edge.handshake import salvage_id as _salvage_id
 from xlmate.edge.inbound import MAX_STRIKES, RATE_BURST, RATE_PER_S, Handlers, read_client
+from xlmate.edge.pages import Pages
 from xlmate.edge.pending import PendingCommands
 from xlmate.edge.session import Flusher, Session, TokenBucket, client_address
 from xlmate.edge.views import GameViews
-from xlmate.httpd import HttpRequest, Router, json_response, metrics_response
+from xlmate.heartbeat import Heartbeat
+from xlmate.httpd import HttpRequest, OriginPolicy, Router, json_response, metrics_response
 from xlmate.lifecycle import run_server
 from xlmate.messages import Command
 from xlmate.supervision import Faults, Supervisor
@@ -200,7 +203,8 @@ class EdgeServer:
         """The HTTP routes; the WebSocket paths pass through to ``_handle``."""
         assert self.bus is not None
         views = GameViews(self.bus)
-        router = Router()
+        router = Router(OriginPolicy(self.config.allow_origins))  # CORS + WebSocket Origin
+        Pages(router.origins).add_routes(router)  # /play, /watch, /static (edge/pages.py)
         for path in handshake.ROUTES:
             router.passthrough(path)
         router.get("/v1/games/{gameId}", views.game)
@@ -287,20 +291,23 @@ class EdgeServer:
         assert games is not None and commands is not None
         if isinstance(message, EventMsg):
             self.bus_events_total += 1
-            games.on_event(message.g, message.v, message.j)
-            if message.a is not None and message.a[0] == self.config.id:
-                commands.acked(message.g, message.a[1], message.a[2], message.v)
+            games.on_event(message.game_id, message.v, message.json)
+            ack = message.ack
+            if ack is not None and ack.edge_id == self.config.id:
+                commands.acked(message.game_id, ack.seat, ack.command_id, message.v)
         elif isinstance(message, AckMsg):
-            games.on_head(message.g, message.v)  # the event itself may have been dropped
-            commands.acked(message.g, message.s, message.i, message.v)
+            games.on_head(message.game_id, message.v)  # the event itself may have been dropped
+            commands.acked(message.game_id, message.seat, message.command_id, message.v)
         elif isinstance(message, RejectMsg):
-            commands.rejected(message.g, message.s, message.i, message.code, message.msg)
+            commands.rejected(
+                message.game_id, message.seat, message.command_id, message.code, message.message
+            )
         elif isinstance(message, HeadMsg):
-            games.on_head(message.g, message.v)
+            games.on_head(message.game_id, message.v)
         elif isinstance(message, PresenceMsg):
-            games.on_presence(message.g, message.j)
+            games.on_presence(message.game_id, message.json)
         elif isinstance(message, BrokerBeat):
-            self._on_broker_beat(message.ep)
+            self._on_broker_beat(message.epoch)
         else:
             self._m_bad.inc()
 
@@ -335,7 +342,7 @@ class EdgeServer:
         periodic re-report, so idle games cost nothing here.
         """
         assert self.bus is not None
-        beat = encode(EdgeBeat(e=self.config.id))
+        beat = encode(EdgeBeat(edge_id=self.config.id))
         while True:
             self._faults.check("edge.beat_loop")
             self.bus.publish(CMD_TOPIC, beat)
