@@ -172,12 +172,15 @@ class EdgeShaped:
         self.open += 1
         try:
             if args.drop_handshake:
-                # The request stays referenced by the suspended parser generator of
-                # websockets' ServerProtocol.parse(), so emptying its headers is what
-                # frees them; the response is only referenced here.
-                if ws.request is not None:
-                    ws.request.headers.clear()
-                ws.request = ws.response = None
+                # Empty the handshake's headers once the handler has what it needs from
+                # them (the edge reads the path and X-Forwarded-For at connect time).
+                # Not ``ws.request = None``: websockets takes a None request to mean the
+                # handshake is still to come and fails the next frame.  Emptying matters
+                # because the suspended parser generator of ``ServerProtocol.parse()``
+                # keeps the request referenced for the connection's lifetime.
+                for message in (ws.request, ws.response):
+                    if message is not None:
+                        message.headers.clear()
             if args.variant == "bare":
                 async for _frame in ws:
                     pass
@@ -324,7 +327,7 @@ class EdgeShaped:
             total = sum(s.size_diff for s in diff)
             report["traced_bytes_per_socket"] = round(total / n)
             report["by_owner_bytes_per_socket"] = {
-                k: round(v / n) for k, v in by_owner.most_common(30)
+                k: round(v / n) for k, v in by_owner.most_common(60)
             }
             report["by_line_bytes_per_socket"] = {
                 k: round(v / n) for k, v in by_line.most_common(30)

@@ -23,7 +23,8 @@ the main thread's Python stack when the loop has not ticked for ``--stall-ms``, 
 where a stall is spent.
 
 Bisecting switches: ``--ping-interval 0`` (no keepalive), ``--gc default|freeze|off``
-(``gc.freeze()`` after the sockets are open, or ``gc.disable()``), ``--gc-threshold``
+(``gc.freeze()`` once the sockets are open, ``freeze-every``: ``gc.freeze()`` every
+``--freeze-s`` s, the workaround, or ``gc.disable()``), ``--gc-threshold``
 (``gc.set_threshold``), ``--no-writer`` (no per-socket writer task).
 
     benchmarks/uvloop_stall.py run --loop uvloop --n 5000 --duration 45
@@ -108,6 +109,8 @@ class GcTimer:
 
     def __init__(self) -> None:
         self.events: list[tuple[float, float, int, int]] = []  # start, seconds, gen, collected
+        self.cpu: list[tuple[int, float]] = []  # (generation, thread CPU seconds)
+        self._cpu_start = 0.0
         self.promoted: list[tuple[float, int]] = []  # (time, objects promoted to gen 2)
         self.promoted_types: collections.Counter[str] = collections.Counter()
         self._start = 0.0
@@ -118,6 +121,7 @@ class GcTimer:
         now = time.perf_counter()
         if phase == "start":
             self._start = now
+            self._cpu_start = time.thread_time()
             if info["generation"] == 1:
                 young = gc.get_objects(0) + gc.get_objects(1)
                 self._young = len(young) - 1  # not the list itself
@@ -126,6 +130,7 @@ class GcTimer:
                     self.promoted_types.update(type(o).__name__ for o in young)
                 del young
         else:
+            self.cpu.append((info["generation"], time.thread_time() - self._cpu_start))
             self.events.append(
                 (self._start, now - self._start, info["generation"], info["collected"])
             )
@@ -170,7 +175,11 @@ class Server:
         self.pings: collections.Counter[int] = collections.Counter()  # per whole second
         self.frames_in = 0
         self.lags: list[tuple[float, float]] = []  # (perf_counter at wake-up, lag s)
+        # CPU time of the loop's thread while the probe slept: a stall with little CPU
+        # is the process waiting for a core (machine load), not the loop working
+        self.cpu_during: dict[float, float] = {}
         self.watchdog = Watchdog(args.stall_ms / 1000)
+        self.freezer: asyncio.Task[None] | None = None
 
     async def handler(self, ws: ServerConnection) -> None:
         """Edge-shaped: a queue and a writer task per socket, a reader forwarding frames."""
@@ -215,11 +224,12 @@ class Server:
         """Sleep ``tick`` s again and again; record how late each wake-up is."""
         tick = self.args.tick
         while not stop.is_set():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(tick)
             now = time.perf_counter()
             self.watchdog.last_tick = now
             self.lags.append((now, now - start - tick))
+            self.cpu_during[now] = time.thread_time() - cpu
 
     async def main(self) -> None:
         args = self.args
@@ -252,6 +262,8 @@ class Server:
             if args.gc == "freeze":
                 gc.collect()
                 gc.freeze()
+            elif args.gc == "freeze-every":
+                self.freezer = asyncio.create_task(freeze_every(args.freeze_s))
             elif args.gc == "off":
                 gc.disable()
             t0 = time.perf_counter()
@@ -280,6 +292,7 @@ class Server:
                 {
                     "t": round(began - t0, 2),
                     "ms": round(lag * 1000, 1),
+                    "cpu_ms": round(self.cpu_during.get(at, 0.0) * 1000, 1),
                     "gc": [
                         {"gen": g, "ms": round(d * 1000, 1), "collected": c}
                         for _s, d, g, c in overlapping
@@ -290,10 +303,12 @@ class Server:
         by_gen = {}
         for gen in (0, 1, 2):
             durations = [d * 1000 for _s, d, g, _c in gcs if g == gen]
+            cpu = [c * 1000 for g, c in self.gc_timer.cpu if g == gen]  # whole run
             by_gen[str(gen)] = {
                 "count": len(durations),
                 "total_ms": round(sum(durations), 1),
                 "max_ms": round(max(durations, default=0.0), 1),
+                "max_cpu_ms_whole_run": round(max(cpu, default=0.0), 1),
             }
         ping_rate = [n for sec, n in self.pings.items() if t0 <= sec <= t1]
         promoted = sum(n for at, n in self.gc_timer.promoted if t0 <= at <= t1)
@@ -341,6 +356,17 @@ class Server:
             "rss_kib_per_socket": round((rss_kib() - rss_before) / max(1, len(self.conns)), 1),
             "watchdog_stacks": self.watchdog.samples.most_common(5),
         }
+
+
+async def freeze_every(seconds: float) -> None:
+    """The workaround: every ``seconds``, collect the young generations (short), then move
+    every survivor to the permanent generation (O(1)), so that no collection scans the
+    long-lived socket state again.  What it can leak: cyclic garbage made of objects
+    that were already frozen (``socket_memory.py`` counts it per closed socket)."""
+    while True:
+        await asyncio.sleep(seconds)
+        gc.collect(1)  # young cyclic garbage first: frozen, it would never go
+        gc.freeze()
 
 
 def full_collection_ms(repeat: int = 3) -> tuple[float, float]:
@@ -416,7 +442,7 @@ def run_main(args: argparse.Namespace) -> dict[str, Any]:
     server_cmd = [sys.executable, me, "server", "--loop", args.loop, *common]
     server_cmd += ["--duration", str(args.duration), "--tick", str(args.tick)]
     server_cmd += ["--stall-ms", str(args.stall_ms), "--ping-interval", str(args.ping_interval)]
-    server_cmd += ["--gc", args.gc]
+    server_cmd += ["--gc", args.gc, "--freeze-s", str(args.freeze_s)]
     if args.gc_threshold:
         server_cmd += ["--gc-threshold", args.gc_threshold]
     if args.no_writer:
@@ -469,7 +495,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tick", type=float, default=0.01, help="probe interval, s")
     parser.add_argument("--stall-ms", type=float, default=50.0)
     parser.add_argument("--ping-interval", type=float, default=20.0, help="0: no keepalive")
-    parser.add_argument("--gc", choices=("default", "freeze", "off"), default="default")
+    parser.add_argument(
+        "--gc", choices=("default", "freeze", "freeze-every", "off"), default="default"
+    )
+    parser.add_argument("--freeze-s", type=float, default=1.0, help="for --gc freeze-every")
     parser.add_argument("--gc-threshold", default="", help="e.g. 700,10,10")
     parser.add_argument("--no-writer", action="store_true", help="no writer task per socket")
     parser.add_argument("--port", type=int, default=0)

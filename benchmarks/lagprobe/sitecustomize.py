@@ -103,6 +103,7 @@ class _Probe:
         generation, so a full collection only scans what is younger than ``seconds``."""
         while True:
             await asyncio.sleep(seconds)
+            gc.collect(1)  # young cyclic garbage first: frozen, it would never go
             gc.freeze()
 
     async def run(self) -> None:
@@ -114,16 +115,23 @@ class _Probe:
         self.running = True
         try:
             while True:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 await asyncio.sleep(TICK)
                 now = self.last_tick = time.perf_counter()
+                cpu = time.thread_time() - cpu  # little CPU in a stall: waiting for a core
                 lag = now - start - TICK
                 ms = lag * 1000
                 self.max_ms = max(self.max_ms, ms)
                 index = next((i for i, b in enumerate(BUCKETS_MS) if ms < b), len(BUCKETS_MS))
                 self.histogram[index] += 1
                 if lag >= STALL:
-                    self.write({"stall_ms": round(ms, 1), "t": time.time() - lag})
+                    self.write(
+                        {
+                            "stall_ms": round(ms, 1),
+                            "cpu_ms": round(cpu * 1000, 1),
+                            "t": time.time() - lag,
+                        }
+                    )
         finally:
             self.running = False
 

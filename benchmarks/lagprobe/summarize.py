@@ -40,7 +40,10 @@ def summarize(path: pathlib.Path, stall_ms: float) -> str:
             for g in gcs
             if g["t"] - g["ms"] / 1000 < ended and g["t"] > began
         ]
-        lines.append(f"     {stall['stall_ms']:7.1f} ms  gc: {', '.join(overlapping) or 'none'}")
+        cpu = f"{stall['cpu_ms']:6.1f} ms CPU" if "cpu_ms" in stall else ""
+        lines.append(
+            f"     {stall['stall_ms']:7.1f} ms {cpu}  gc: {', '.join(overlapping) or 'none'}"
+        )
     for where, count in samples.most_common(4):
         lines.append(f"   sampled {count}x during stalls: {where}")
     return "\n".join(lines)
