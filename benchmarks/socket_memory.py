@@ -23,7 +23,10 @@ Variants (``--variant``) and settings to measure cuts one at a time:
 ``edge`` (the edge's Session), ``lean`` (a Session without a writer task or queue until
 a frame has to wait, see ``LeanSession``), ``bare`` (websockets alone: the handler only
 reads); ``--max-queue``, ``--write-limit``, ``--ping-interval 0`` (no keepalive task per
-socket), ``--drop-handshake`` (forget the handshake request/response once open).
+socket), ``--sweeper`` (instead, one keepalive task for every socket: ``sweep``),
+``--drop-handshake`` (empty the handshake's headers once read).  After the plateaus,
+the clients close every socket and the server counts the cyclic garbage left per
+closed socket (what only the cycle collector frees; see ``uvloop_stall.md``).
 
     benchmarks/socket_memory.py run --n 4000                      # RSS per socket
     benchmarks/socket_memory.py run --n 2000 --tracemalloc 12     # by allocation site
@@ -164,12 +167,16 @@ class EdgeShaped:
         self.rooms: dict[str, set[Any]] = {}
         self.per_ip: dict[str, int] = {}
         self.flusher = Flusher()
+        self.sweeper_task: asyncio.Task[None] | None = None
         self.open = 0
+        self.conns: set[ServerConnection] = set()
+        self.pongs: dict[ServerConnection, tuple[bytes, float]] = {}
 
     async def handle(self, ws: ServerConnection) -> None:
         """Like ``EdgeServer._handle``: parse, build a session, join, sync, read."""
         args = self.args
         self.open += 1
+        self.conns.add(ws)
         try:
             if args.drop_handshake:
                 # Empty the handshake's headers once the handler has what it needs from
@@ -221,12 +228,40 @@ class EdgeShaped:
                 self.rooms.get(game_id, set()).discard(session)
         finally:
             self.open -= 1
+            self.conns.discard(ws)
+            self.pongs.pop(ws, None)
+
+    async def sweep(self, interval: float = 20.0, timeout: float = 20.0) -> None:
+        """One keepalive for every socket (the cut proposed for websockets' per-socket
+        task): each second, ping the next 1/``interval`` of the sockets; close with 1011
+        a socket whose previous ping got no pong within ``timeout``.
+
+        Per socket it keeps only the last ping's payload and time (bytes and a float,
+        which the cycle collector does not track); the pong future is dropped, so it
+        lives in ``ws.pending_pings`` only until the pong (websockets removes it then):
+        nothing per socket lives long enough to reach the oldest GC generation.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            slot = int(now) % int(interval)
+            for ws in [ws for ws in self.conns if hash(ws) % int(interval) == slot]:
+                previous = self.pongs.get(ws)
+                if previous is not None and previous[0] in ws.pending_pings:
+                    if now - previous[1] > timeout:
+                        await ws.close(1011, "keepalive ping timeout")
+                    continue
+                data = os.urandom(4)
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.ping(data)
+                    self.pongs[ws] = (data, now)
 
     async def settle(self, target: int) -> None:
         """Wait until ``target`` sockets are open and nothing has moved for a second."""
         while self.open < target:
             await asyncio.sleep(0.2)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5 + (21.0 if self.args.sweeper else 0.0))  # every socket pinged
         gc.collect()
 
     def measure(self) -> dict[str, Any]:
@@ -248,7 +283,7 @@ class EdgeShaped:
             max_size=MAX_CLIENT_FRAME,
             max_queue=args.max_queue or None,
             write_limit=args.write_limit,
-            ping_interval=args.ping_interval or None,
+            ping_interval=None if args.sweeper else (args.ping_interval or None),
             ping_timeout=20,
             close_timeout=2,
             open_timeout=10,
@@ -256,6 +291,8 @@ class EdgeShaped:
         ) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             print(json.dumps({"ready": port}), flush=True)
+            if args.sweeper:
+                self.sweeper_task = asyncio.create_task(self.sweep())
             await self.settle(args.warm)
             before = self.measure()
             print(json.dumps({"baseline": before["open"]}), flush=True)
@@ -388,6 +425,8 @@ def run_main(args: argparse.Namespace) -> dict[str, Any]:
     server_cmd += ["--tracemalloc", str(args.tracemalloc)]
     if args.drop_handshake:
         server_cmd.append("--drop-handshake")
+    if args.sweeper:
+        server_cmd.append("--sweeper")
     server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     port = json.loads(server.stdout.readline())["ready"]
@@ -430,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-limit", type=int, default=32768)
     parser.add_argument("--ping-interval", type=float, default=20.0, help="0: no keepalive")
     parser.add_argument("--drop-handshake", action="store_true")
+    parser.add_argument("--sweeper", action="store_true", help="one edge-wide keepalive task")
     parser.add_argument("--tracemalloc", type=int, default=0, help="frames; 0: off")
     parser.add_argument("--client-deflate", action="store_true", help="offer permessage-deflate")
     parser.add_argument("--port", type=int, default=0)

@@ -25,7 +25,8 @@ where a stall is spent.
 Bisecting switches: ``--ping-interval 0`` (no keepalive), ``--gc default|freeze|off``
 (``gc.freeze()`` once the sockets are open, ``freeze-every``: ``gc.freeze()`` every
 ``--freeze-s`` s, the workaround, or ``gc.disable()``), ``--gc-threshold``
-(``gc.set_threshold``), ``--no-writer`` (no per-socket writer task).
+(``gc.set_threshold``), ``--no-writer`` (no per-socket writer task), ``--sweeper``
+(one keepalive task for every socket instead of websockets' task per socket).
 
     benchmarks/uvloop_stall.py run --loop uvloop --n 5000 --duration 45
     benchmarks/uvloop_stall.py run --loop asyncio --n 5000 --duration 45
@@ -180,6 +181,8 @@ class Server:
         self.cpu_during: dict[float, float] = {}
         self.watchdog = Watchdog(args.stall_ms / 1000)
         self.freezer: asyncio.Task[None] | None = None
+        self.sweeper: asyncio.Task[None] | None = None
+        self.last_ping: dict[int, tuple[bytes, float]] = {}
 
     async def handler(self, ws: ServerConnection) -> None:
         """Edge-shaped: a queue and a writer task per socket, a reader forwarding frames."""
@@ -200,6 +203,7 @@ class Server:
             pass
         finally:
             del self.conns[my_id]
+            self.last_ping.pop(my_id, None)
             if writer is not None:
                 writer.cancel()
 
@@ -208,6 +212,27 @@ class Server:
         while True:
             data = await queue.get()
             await ws.send(data, text=True)
+
+    async def sweep(self, interval: int = 20, timeout: float = 20.0) -> None:
+        """One keepalive for every socket instead of websockets' task per socket (see
+        ``socket_memory.py``): each second, ping the sockets of the next 1/20 slot; close
+        with 1011 one whose previous ping is still unanswered after ``timeout``.  Keeps
+        per socket only the payload and time of its last ping (untracked by the GC)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            slot = int(now) % interval
+            for conn_id, ws in [(i, ws) for i, ws in self.conns.items() if i % interval == slot]:
+                previous = self.last_ping.get(conn_id)
+                if previous is not None and previous[0] in ws.pending_pings:
+                    if now - previous[1] > timeout:
+                        await ws.close(1011, "keepalive ping timeout")
+                    continue
+                data = os.urandom(4)
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.ping(data)
+                    self.last_ping[conn_id] = (data, now)
 
     def count_pings(self) -> None:
         """Wrap ``ServerConnection.ping`` to count keepalive pings per second."""
@@ -247,7 +272,7 @@ class Server:
             args.port,
             max_size=4096,
             max_queue=16,
-            ping_interval=args.ping_interval or None,
+            ping_interval=None if args.sweeper else (args.ping_interval or None),
             ping_timeout=20,
             close_timeout=2,
             compression=None,
@@ -257,6 +282,8 @@ class Server:
             rss_before = rss_kib()
             self.watchdog.start()
             probe = asyncio.create_task(self.probe(stop))
+            if args.sweeper:
+                self.sweeper = asyncio.create_task(self.sweep())
             while len(self.conns) < args.n:
                 await asyncio.sleep(0.2)
             if args.gc == "freeze":
@@ -329,6 +356,7 @@ class Server:
                 "gc": args.gc,
                 "gc_threshold": gc.get_threshold(),
                 "writer_task": not args.no_writer,
+                "sweeper": args.sweeper,
                 "rate": args.rate,
             },
             "lag_ms": {
@@ -445,6 +473,8 @@ def run_main(args: argparse.Namespace) -> dict[str, Any]:
     server_cmd += ["--gc", args.gc, "--freeze-s", str(args.freeze_s)]
     if args.gc_threshold:
         server_cmd += ["--gc-threshold", args.gc_threshold]
+    if args.sweeper:
+        server_cmd.append("--sweeper")
     if args.no_writer:
         server_cmd.append("--no-writer")
     server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True)
@@ -501,6 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--freeze-s", type=float, default=1.0, help="for --gc freeze-every")
     parser.add_argument("--gc-threshold", default="", help="e.g. 700,10,10")
     parser.add_argument("--no-writer", action="store_true", help="no writer task per socket")
+    parser.add_argument("--sweeper", action="store_true", help="one keepalive task for all")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the whole report")
     args = parser.parse_args(argv)
