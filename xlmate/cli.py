@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import click
 
@@ -22,6 +23,7 @@ from xlmate.errors import XLMateError
 from xlmate.tokens import Clock, mint_seat_token, new_game_id
 
 log = logging.getLogger("xlmate.cli")
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 
 def _setup_logging(level: str) -> None:
@@ -74,8 +76,29 @@ def cli(log_level: str) -> None:
     _setup_logging(log_level)
 
 
+def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--allow-origin`` values (repeated and/or comma-separated), checked."""
+    from xlmate.httpd import OriginPolicy
+
+    try:
+        return OriginPolicy.parse(values).origins
+    except XLMateError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-origin") from exc
+
+
+def allow_origin_option(help_text: str) -> Callable[[FC], FC]:
+    """``--allow-origin``: repeatable or comma-separated origins; default any (``*``)."""
+    return click.option(
+        "--allow-origin",
+        "allow_origins",
+        multiple=True,
+        help=help_text + " (repeat or comma-separate; default *: any; docs/browser.md)",
+    )
+
+
 @cli.command()
 @curve_option
+@allow_origin_option("browser origins answered with CORS headers, e.g. https://play.example.com")
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP API address")
 @click.option("--port", default=8100, show_default=True, help="HTTP API port")
 @click.option("--rep-host", default="127.0.0.1", show_default=True, help="heartbeat REP address")
@@ -88,6 +111,7 @@ def cli(log_level: str) -> None:
 )
 def discovery(
     curve_dir: Path | None,
+    allow_origins: tuple[str, ...],
     host: str,
     port: int,
     rep_host: str,
@@ -104,6 +128,7 @@ def discovery(
         rep_port=rep_port,
         regions_file=regions_file,
         curve_dir=curve_dir,
+        allow_origins=_origins(allow_origins),
     )
     _run(discovery_main(config))
 
@@ -177,6 +202,10 @@ def broker(
 
 @cli.command()
 @curve_option
+@allow_origin_option(
+    "browser origins that may open WebSockets and read the game views; requests "
+    "without Origin (not a browser) and this edge's own pages are always allowed"
+)
 @click.option("--region", required=True, help="this edge's region, e.g. eu-west")
 @click.option("--host", default="127.0.0.1", show_default=True, help="WebSocket/HTTP address")
 @click.option("--port", default=8101, show_default=True, help="WebSocket/HTTP port")
@@ -230,6 +259,7 @@ def edge(
     open_timeout: float,
     drop_events_every: int,
     curve_dir: Path | None,
+    allow_origins: tuple[str, ...],
 ) -> None:
     """Run an edge: terminates players' WebSockets in one region."""
     from xlmate.edge.server import main as edge_main
@@ -254,6 +284,7 @@ def edge(
         open_timeout_s=open_timeout,
         drop_events_every=drop_events_every,
         curve_dir=curve_dir,
+        allow_origins=_origins(allow_origins),
     )
     _run(edge_main(config), auto="asyncio")  # (eventloop.py: uvloop stalls with many sockets)
 
@@ -288,8 +319,27 @@ def game() -> None:
 @click.option("--white", "white_id", help="white's player id (token sub)")
 @click.option("--black", "black_id", help="black's player id (token sub)")
 @click.option("--game-id", help="use this id instead of a random one")
-def game_new(clock: str, white_id: str | None, black_id: str | None, game_id: str | None) -> None:
-    """Print a fresh game id and both seat tokens as JSON."""
+@click.option(
+    "--edge-url",
+    default="http://127.0.0.1:8101",
+    show_default=True,
+    help="an edge's HTTP base for the play and watch page URLs",
+)
+@click.option(
+    "--discovery-url",
+    default="http://127.0.0.1:8100",
+    show_default=True,
+    help="discovery's HTTP base the pages ask for an edge ('' to use the page's edge only)",
+)
+def game_new(
+    clock: str,
+    white_id: str | None,
+    black_id: str | None,
+    game_id: str | None,
+    edge_url: str,
+    discovery_url: str,
+) -> None:
+    """Print a fresh game id, both seat tokens and the play/watch page URLs as JSON."""
     secret, is_dev = cluster_secret()
     if is_dev:
         click.echo("warning: XLMATE_SECRET is not set; tokens use the development secret", err=True)
@@ -310,7 +360,12 @@ def game_new(clock: str, white_id: str | None, black_id: str | None, game_id: st
         }
     except XLMateError as exc:
         raise click.BadParameter(str(exc)) from exc
-    click.echo(json.dumps({"gameId": gid, **seats}))
+    base = edge_url.rstrip("/")
+    extra = {"discovery": discovery_url.rstrip("/")} if discovery_url else {}
+    for seat in seats.values():
+        seat["url"] = f"{base}/play/{gid}?{urlencode({'token': seat['token'], **extra})}"
+    watch = f"{base}/watch/{gid}" + (f"?{urlencode(extra)}" if extra else "")
+    click.echo(json.dumps({"gameId": gid, **seats, "watchUrl": watch}))
 
 
 @cli.command()
@@ -381,9 +436,13 @@ def bench(
 ) -> None:
     """Load-test a cluster (started here, or --discovery) or a relay (--target-url)."""
     try:
-        from xlmate.bench.config import BenchConfig, parse_levels, parse_watch
-        from xlmate.bench.runner import main as bench_main
-
+        from xlmate_bench.config import BenchConfig, parse_levels, parse_watch
+        from xlmate_bench.runner import main as bench_main
+    except ImportError as exc:  # the load generator's dependencies are an optional extra
+        raise click.ClickException(
+            f"xlmate bench needs the bench extra ({exc.name} is missing): pip install -e '.[bench]'"
+        ) from exc
+    try:
         config = BenchConfig(
             games=games,
             rate=rate,
