@@ -1,6 +1,7 @@
 """Loop-lag probe for every Python process of a benchmark, without touching the product.
 
-With this directory on ``PYTHONPATH`` and ``XLMATE_LAGPROBE_DIR`` set, every Python
+With this directory on ``PYTHONPATH`` (an absolute path: the benchmark starts its
+processes in other working directories) and ``XLMATE_LAGPROBE_DIR`` set, every Python
 process started (the load generator and each ``xlmate`` process it launches) runs,
 inside whatever ``asyncio.Runner`` runs (``asyncio.run``, ``xlmate.eventloop.run``):
 
@@ -17,7 +18,7 @@ summary at exit (lag histogram, collections per generation).  Read them with
 (``gc.freeze()`` every 10 s); the summary at exit counts the cyclic garbage left
 (frozen or not), which is what freezing could leak.
 
-    PYTHONPATH=benchmarks/lagprobe XLMATE_LAGPROBE_DIR=/tmp/lag XLMATE_LOOP=uvloop \\
+    PYTHONPATH=$PWD/benchmarks/lagprobe XLMATE_LAGPROBE_DIR=/tmp/lag XLMATE_LOOP=uvloop \\
         xlmate bench --scaling 1000,5000 --rate 100 --edges 2 --duration 20
 """
 
