@@ -9,13 +9,15 @@ inside whatever ``asyncio.Runner`` runs (``asyncio.run``, ``xlmate.eventloop.run
 * ``gc.callbacks`` timing every collection;
 * a watchdog thread sampling the main thread's Python stack while the loop is stalled;
 
-and appends one JSON line per stall, per collection over 5 ms and per stack sample to
+and appends one JSON line per stall (with the CPU time the loop's thread used during
+it: next to none means the process waited for a core), per collection over 5 ms and
+per stack sample to
 ``$XLMATE_LAGPROBE_DIR/<pid>.jsonl`` (with the process's command line and loop), plus a
 summary at exit (lag histogram, collections per generation).  Read them with
 ``benchmarks/lagprobe/summarize.py``.
 
 ``XLMATE_GC_FREEZE_S=10`` also tries the workaround of ``benchmarks/uvloop_stall.md``
-(``gc.freeze()`` every 10 s); the summary at exit counts the cyclic garbage left
+(``gc.collect(1); gc.freeze()`` every 10 s); the summary at exit counts the cyclic garbage left
 (frozen or not), which is what freezing could leak.
 
     PYTHONPATH=$PWD/benchmarks/lagprobe XLMATE_LAGPROBE_DIR=/tmp/lag XLMATE_LOOP=uvloop \\
