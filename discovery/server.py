@@ -31,7 +31,7 @@ from websockets.http11 import Response
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from xlmate import curve, metrics
+from xlmate import curve, looplag, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
 from xlmate.discovery.placement import place
@@ -155,6 +155,7 @@ class DiscoveryServer:
         available.set_function(
             lambda: sum(1 for n in self.registry.healthy(self._clock()) if n.available)
         )
+        self.lag = looplag.watch(self.metrics)  # xlmate_loop_lag_* (xlmate/looplag.py)
         for reason in ("decode", "multipart", "handshake"):
             self._m_bad.labels(reason)
         for result in ("ok", "refused"):
@@ -215,6 +216,7 @@ class DiscoveryServer:
             self._state = "closed"
             self._closed.set()
             raise
+        self.lag.start(self.tasks, "discovery.loop_lag")
         self.tasks.loop(self._serve_rep(), "discovery.rep_loop")
         self.tasks.loop(self._sweep(), "discovery.sweep_loop")
         self.tasks.loop(self._watch_monitor(), "discovery.monitor_loop")

@@ -15,8 +15,10 @@ The pieces:
   of ``stall_s`` or more), the largest lag ever and the largest over the recent
   window (the current window and the one before it, so a scrape always covers at
   least ``window_s`` seconds, whatever the scrape interval);
-* ``LoopLagProbe``, the task: owns it (``start`` / ``close``), with the clock and the
-  sleep injectable for tests;
+* ``LoopLagProbe``, the task's body (``run``), with the clock and the sleep
+  injectable for tests; like every background task it is owned by the process's
+  ``Supervisor`` (``start``), which cancels it on close and ends the process
+  if it dies;
 * ``LagCollector``: exposes a recorder to Prometheus at scrape time (no lock or
   metric call per sample):
 
@@ -26,20 +28,27 @@ The pieces:
 
 A sample costs one timer and one wake-up per ``interval`` (100 a second by
 default): negligible next to any server's own work.
+
+Every process (edge, broker, discovery) wires it the same way: ``watch(registry)``
+in ``__init__`` builds the probe and registers its collector, and
+``probe.start(self.tasks, "<component>.loop_lag")`` in ``start()`` runs it under the
+process's ``Supervisor``, whose ``close()`` stops it with the other loops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Final
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from xlmate.supervision import Supervisor
 
 log = logging.getLogger("xlmate.looplag")
 
@@ -146,20 +155,10 @@ class LoopLagProbe:
         self.interval = interval
         self._clock = clock
         self._sleep = sleep
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start the probe task on the running loop (once)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run())
-
-    async def close(self) -> None:
-        """Stop the probe task and wait for it."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def start(self, supervisor: Supervisor, name: str) -> asyncio.Task[None]:
+        """Run the probe as one of ``supervisor``'s loops (its end is a failure)."""
+        return supervisor.loop(self.run(), name)
 
     async def run(self, samples: int | None = None) -> None:
         """Measure until cancelled (or ``samples`` wake-ups, for tests)."""
@@ -208,3 +207,10 @@ class LagCollector(Collector):
             f"event-loop lags of {rec.stall_s * 1000:g} ms or more",
             value=rec.stalls,
         )
+
+
+def watch(registry: CollectorRegistry, prefix: str = "xlmate_") -> LoopLagProbe:
+    """A probe whose metrics ``registry`` exposes; start it with ``probe.start``."""
+    probe = LoopLagProbe()
+    registry.register(LagCollector(probe.recorder, prefix=prefix))
+    return probe

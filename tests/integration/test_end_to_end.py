@@ -189,6 +189,29 @@ async def test_every_component_answers_health_and_metrics(full_cluster: Cluster)
         assert status == 200 and b"# TYPE xlmate_" in text, base
 
 
+LAG_METRICS = (
+    "xlmate_loop_lag_seconds_count",
+    "xlmate_loop_lag_seconds_sum",
+    "xlmate_loop_lag_max_seconds",
+    "xlmate_loop_stalls_total",
+)
+
+
+async def test_every_process_exposes_its_loop_lag(full_cluster: Cluster) -> None:
+    """Discovery, the broker and every edge run the loop-lag probe: its samples are on /metrics."""
+    c = full_cluster
+    for base in [c.discovery_url, c.broker_http, *(e.http for e in c.edges)]:
+        for name in LAG_METRICS:
+            await metric(base, name)  # present (raises if not)
+        status, text = await http_get_async(f"{base}/metrics")
+        assert status == 200 and b'xlmate_loop_lag_seconds_bucket{le="0.05"}' in text, base
+
+        async def sampled(base: str = base) -> bool:
+            return await metric(base, "xlmate_loop_lag_seconds_count") > 0
+
+        await eventually(sampled, 10, f"loop-lag samples on {base}")
+
+
 async def test_discovery_placement_by_region_and_forgets_a_killed_edge(
     full_cluster: Cluster,
 ) -> None:

@@ -8,7 +8,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from xlmate import metrics
-from xlmate.looplag import LagCollector, LagRecorder, LoopLagProbe
+from xlmate.looplag import LagCollector, LagRecorder, LoopLagProbe, watch
+from xlmate.supervision import Supervisor
 
 
 class FakeTime:
@@ -74,20 +75,49 @@ async def test_probe_records_how_late_each_wake_up_was() -> None:
     assert rec.recent_max(fake.clock()) == pytest.approx(0.3)
 
 
-async def test_start_and_close_own_the_task() -> None:
-    """start runs one task that records samples; close cancels it and leaves none behind."""
+async def test_the_supervisor_owns_and_stops_the_probe() -> None:
+    """start runs the probe as a supervised loop that records; the supervisor's close stops it."""
     fake = FakeTime([])
+    failed: list[str] = []
+    supervisor = Supervisor("test", lambda: failed.append("closed"))
     probe = LoopLagProbe(interval=0.01, clock=fake.clock, sleep=fake.sleep)
-    probe.start()
-    probe.start()  # idempotent: still one task
+    probe.start(supervisor, "test.loop_lag")
+    assert len(supervisor) == 1
     while probe.recorder.count < 3:
         await asyncio.sleep(0)
-    await probe.close()
+    await supervisor.close()
     count = probe.recorder.count
     for _ in range(5):
         await asyncio.sleep(0)
     assert probe.recorder.count == count  # stopped
-    await probe.close()  # idempotent
+    assert len(supervisor) == 0 and supervisor.failure is None and not failed
+
+
+async def test_a_dead_probe_is_a_supervised_failure() -> None:
+    """A probe that dies is a loop failure: the supervisor records it and closes the server."""
+
+    async def broken(_delay: float) -> None:
+        raise RuntimeError("boom")
+
+    closed = asyncio.Event()
+    supervisor = Supervisor("test", closed.set)
+    LoopLagProbe(sleep=broken).start(supervisor, "test.loop_lag")
+    await asyncio.wait_for(closed.wait(), 5)
+    assert supervisor.failure == "test.loop_lag"
+    await supervisor.close()
+
+
+def test_watch_registers_the_metrics() -> None:
+    """watch registers the probe's collector: its three metrics are on the registry."""
+    registry = metrics.new_registry()
+    watch(registry)
+    text = generate_latest(registry).decode()
+    for name in (
+        "xlmate_loop_lag_seconds_count",
+        "xlmate_loop_lag_max_seconds",
+        "xlmate_loop_stalls_total",
+    ):
+        assert name in text
 
 
 async def test_probe_failure_is_raised_not_swallowed() -> None:
