@@ -31,7 +31,7 @@ import zmq.asyncio
 from websockets.asyncio.server import Server, serve
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from xlmate import curve, looplag, metrics
+from xlmate import curve, gcfreeze, looplag, metrics
 from xlmate.broker.archive import Archive
 from xlmate.broker.authority import Authority, Batch
 from xlmate.broker.journal import Journal, read_records, scan_records
@@ -96,6 +96,7 @@ class BrokerServer:
             (0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5),
         )
         self.lag = looplag.watch(self.registry)  # xlmate_loop_lag_* (xlmate/looplag.py)
+        gcfreeze.watch(self.registry)  # xlmate_gc_* (xlmate/gcfreeze.py)
         self._m_games = metrics.gauge(self.registry, "broker_live_games", "games in play")
         self._m_games.set_function(lambda: len(self.authority.games))
         authority = self.authority

@@ -31,7 +31,7 @@ from websockets.http11 import Response
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from xlmate import curve, looplag, metrics
+from xlmate import curve, gcfreeze, looplag, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
 from xlmate.discovery.placement import place
@@ -156,6 +156,7 @@ class DiscoveryServer:
             lambda: sum(1 for n in self.registry.healthy(self._clock()) if n.available)
         )
         self.lag = looplag.watch(self.metrics)  # xlmate_loop_lag_* (xlmate/looplag.py)
+        gcfreeze.watch(self.metrics)  # xlmate_gc_* (xlmate/gcfreeze.py)
         for reason in ("decode", "multipart", "handshake"):
             self._m_bad.labels(reason)
         for result in ("ok", "refused"):

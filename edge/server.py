@@ -38,7 +38,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
-from xlmate import curve, looplag, metrics
+from xlmate import curve, gcfreeze, looplag, metrics
 from xlmate.config import EdgeConfig, cluster_secret
 from xlmate.constants import CLOSE_DRAINING, MAX_CLIENT_FRAME
 from xlmate.edge import handshake
@@ -147,6 +147,7 @@ class EdgeServer:
         self._m_bad = metrics.counter(reg, "edge_bad_bus_frames_total", "bus frames dropped")
         self._m_fetches = metrics.counter(reg, "edge_fetches_total", "catch-up fetches")
         self.lag = looplag.watch(reg)  # xlmate_loop_lag_* (xlmate/looplag.py)
+        gcfreeze.watch(reg)  # xlmate_gc_* (xlmate/gcfreeze.py)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -159,6 +160,9 @@ class EdgeServer:
         """Connect the bus, start serving, start heartbeating."""
         cfg = self.config
         self.lag.start(self.tasks, "edge.loop_lag")
+        if gcfreeze.freeze_wanted(asyncio.get_running_loop()):
+            # Thousands of sockets' state out of every full collection (xlmate/gcfreeze.py).
+            gcfreeze.GcFreezer().start(self.tasks, "edge.gc_freezer")
         self._faults = Faults.from_env()
         self._ctx = zmq.asyncio.Context()
         self.bus = BusClient(cfg, self._ctx, self._on_bus, self._m_bad.inc)

@@ -286,7 +286,7 @@ def edge(
         curve_dir=curve_dir,
         allow_origins=_origins(allow_origins),
     )
-    _run(edge_main(config), auto="asyncio")  # (eventloop.py: uvloop stalls with many sockets)
+    _run(edge_main(config))  # uvloop, with the GC freezer (xlmate/gcfreeze.py)
 
 
 @cli.command()

@@ -2,10 +2,12 @@
 
 uvloop (libuv under the asyncio API) makes socket I/O and callbacks cheaper
 than the standard selector loop, and it is a dependency on Linux and macOS.
-The broker and discovery run on it by default.  Edges run on asyncio's own
-loop by default: with thousands of WebSockets open, an edge on uvloop stalled
-for 300-500 ms at a time (p99 309 ms against 7 ms at 5,000 live games,
-BENCHMARKS.md), although it spends less CPU per move under load.
+Every ``xlmate`` process runs on it by default.  The 300-600 ms stalls once
+seen on edges holding thousands of WebSockets were CPython's full garbage
+collections, not uvloop (they happen on asyncio's loop too): edges run a GC
+freezer that keeps long-lived socket state out of them (``xlmate.gcfreeze``,
+BENCHMARKS.md "The GC pause"), which is safe on uvloop and not on asyncio's
+loop, where the freezer stays off.
 
 ``XLMATE_LOOP`` overrides the default of each process: ``uvloop`` or
 ``asyncio`` for every process, ``auto`` (the default) for the above.  The load

@@ -210,6 +210,27 @@ async def test_every_process_exposes_its_loop_lag(full_cluster: Cluster) -> None
             return await metric(base, "xlmate_loop_lag_seconds_count") > 0
 
         await eventually(sampled, 10, f"loop-lag samples on {base}")
+        for generation in ("0", "1", "2"):
+            assert f'xlmate_gc_collections_total{{generation="{generation}"}}'.encode() in text
+        await metric(base, "xlmate_gc_frozen_objects")
+
+
+async def test_edges_freeze_their_objects_on_uvloop_only(cluster: Cluster) -> None:
+    """An edge on uvloop (the default) runs the GC freezer; one on asyncio's loop does not."""
+    cluster.start_broker()
+    frozen_edge = cluster.start_edge("eu-west")
+    plain_edge = cluster.start_edge("us-east", env={"XLMATE_LOOP": "asyncio"})
+
+    async def frozen() -> bool:
+        return await metric(frozen_edge.http, "xlmate_gc_frozen_objects") > 0
+
+    await eventually(frozen, 10, "the uvloop edge to freeze its objects")
+
+    async def ran_two_seconds() -> bool:  # 200 probe sleeps of 10 ms: two freezer rounds
+        return await metric(plain_edge.http, "xlmate_loop_lag_seconds_count") >= 200
+
+    await eventually(ran_two_seconds, 20, "the asyncio edge to run for two seconds")
+    assert await metric(plain_edge.http, "xlmate_gc_frozen_objects") == 0
 
 
 async def test_discovery_placement_by_region_and_forgets_a_killed_edge(
