@@ -400,6 +400,13 @@ def game_new(
 @click.option("--idle-connections", default=0, show_default=True, help="extra idle sockets")
 @click.option("--idle-seconds", default=3.0, show_default=True, help="idle-CPU window")
 @click.option("--scaling", help="CPU per move at these live-game levels, e.g. 100,1000,5000")
+@click.option(
+    "--level-idle",
+    default=0.0,
+    show_default=True,
+    help="scaling: also measure each level this many seconds with no move, to split "
+    "idle cost (CPU per socket per second) from move cost",
+)
 @click.option("--seed", default=1, show_default=True, help="seed of the scripted games")
 @click.option("--max-plies", default=160, show_default=True, help="resign after this many")
 @click.option(
@@ -426,6 +433,7 @@ def bench(
     idle_connections: int,
     idle_seconds: float,
     scaling: str | None,
+    level_idle: float,
     seed: int,
     max_plies: int,
     watch: tuple[str, ...],
@@ -458,6 +466,7 @@ def bench(
             idle_connections=idle_connections,
             idle_seconds=idle_seconds,
             scaling=parse_levels(scaling),
+            level_idle_s=level_idle,
             seed=seed,
             max_plies=max_plies,
             watch=parse_watch(watch),
@@ -468,9 +477,8 @@ def bench(
         )
     except XLMateError as exc:
         raise click.ClickException(str(exc)) from exc
-    # The load generator stays on asyncio's own loop, whatever XLMATE_LOOP says: with
-    # 10,000 sockets uvloop stalls (xlmate/eventloop.py), which would be charged to the
-    # target's latency.
+    # The load generator stays on asyncio's own loop, whatever XLMATE_LOOP says, as in
+    # every run recorded in BENCHMARKS.md (it runs no GC freezer: xlmate/gcfreeze.py).
     _run(bench_main(config), loop="asyncio")
 
 

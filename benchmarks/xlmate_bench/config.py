@@ -47,6 +47,7 @@ class BenchConfig:
     idle_connections: int = 0
     idle_seconds: float = 3.0  # idle-CPU window with only idle connections open
     scaling: tuple[int, ...] = ()  # live-game levels for the CPU-per-move scenario
+    level_idle_s: float = 0.0  # scaling: an idle window per level too (idle vs move cost)
     seed: int = 1
     pool: int = 64  # distinct scripted games, reused round-robin
     max_plies: int = 160
@@ -74,6 +75,8 @@ class BenchConfig:
             raise BenchError("--scaling needs --rate: CPU per move is measured at a fixed rate")
         if self.scaling and self.target_urls:
             raise BenchError("--scaling measures the cluster, not relays")
+        if self.level_idle_s < 0 or (self.level_idle_s and not self.scaling):
+            raise BenchError("--level-idle is a positive number of seconds, with --scaling")
         if self.client == "gameclient" and self.target_urls:
             raise BenchError("--client gameclient speaks to the cluster only (relays send no sync)")
         if self.idle_connections < 0:

@@ -130,6 +130,13 @@ class Driver:
         if self.open_loop and self._pacer is None:
             self._pacer = asyncio.create_task(self._pace(float(self.config.rate or 1)))
 
+    async def pause_pacer(self) -> None:
+        """Open loop: stop offering moves (``start_pacer`` resumes)."""
+        pacer, self._pacer = self._pacer, None
+        if pacer is not None:
+            pacer.cancel()
+            await asyncio.gather(pacer, return_exceptions=True)
+
     async def stop(self) -> None:
         """Stop sending, close every link, wait for the background tasks."""
         self.stopping = True

@@ -218,6 +218,14 @@ class LevelReport:
     errors: int
     processes: list[ProcessStats] = field(default_factory=list)
     host: dict[str, float] = field(default_factory=dict)
+    # With --level-idle: the same sockets measured with no move first, which splits the
+    # cost into idle (CPU per socket per second) and move (CPU per move above idle).
+    sockets: int = 0
+    idle_window_s: float = 0.0
+    idle_cpu_s: float = 0.0
+    idle_us_per_socket_s: float = 0.0  # idle system CPU / sockets / second
+    move_ms: float = 0.0  # (system CPU - idle CPU rate x window) / moves
+    idle_processes: list[ProcessStats] = field(default_factory=list)
 
 
 @dataclass
@@ -245,6 +253,7 @@ class RunReport:
     idle: IdleReport | None = None
     scaling: list[LevelReport] = field(default_factory=list)
     scaling_ratios: dict[str, float] = field(default_factory=dict)
+    move_cost_ratios: dict[str, float] = field(default_factory=dict)  # move_ms vs first level
 
     @property
     def error_total(self) -> int:
@@ -404,6 +413,30 @@ def format_report(report: RunReport) -> str:
             lines.append(
                 "CPU per move relative to the first level: "
                 + ", ".join(f"{k} {v:.2f}x" for k, v in report.scaling_ratios.items())
+            )
+        if any(level.idle_window_s for level in report.scaling):
+            lines += [
+                "",
+                "idle cost (no move, same sockets) and move cost (CPU above idle, per move):",
+                table(
+                    ["live games", "sockets", "idle CPU %", "idle us/socket/s", "move ms"],
+                    [
+                        [
+                            str(level.games),
+                            str(level.sockets),
+                            f"{100 * level.idle_cpu_s / level.idle_window_s:.1f}",
+                            f"{level.idle_us_per_socket_s:.2f}",
+                            f"{level.move_ms:.3f}",
+                        ]
+                        for level in report.scaling
+                        if level.idle_window_s
+                    ],
+                ),
+            ]
+        if report.move_cost_ratios:
+            lines.append(
+                "move cost relative to the first level: "
+                + ", ".join(f"{k} {v:.2f}x" for k, v in report.move_cost_ratios.items())
             )
         for level in report.scaling:
             lines += [

@@ -223,35 +223,73 @@ async def _run_once(
         }
 
 
+async def _idle_window(
+    config: BenchConfig, target: Target, stats: Stats, driver: Driver
+) -> tuple[float, list[ProcessStats], float]:
+    """No move offered: settle for the warmup, then CPU over ``level_idle_s``."""
+    await driver.pause_pacer()
+    stats.phase = "level idle"
+    await asyncio.sleep(config.warmup)  # moves in flight land
+    before = snapshot(target.watched)
+    t0 = time.perf_counter()
+    await asyncio.sleep(config.level_idle_s)
+    after = snapshot(target.watched)
+    wall = time.perf_counter() - t0
+    procs = window_stats(target.watched, before, after, wall)
+    return wall, procs, system_cpu_s(procs)
+
+
 async def _run_scaling(
     config: BenchConfig, target: Target, stats: Stats, driver: Driver, report: RunReport
 ) -> None:
-    """CPU per move at a fixed move rate as the number of live games grows."""
+    """CPU per move at a fixed move rate as the number of live games grows.
+
+    With ``--level-idle`` each level is first measured with no move at all: that
+    CPU rate is the idle cost of the level's sockets (and of the cluster being up),
+    and the move cost is what the moving window spent above it, per move.
+    """
     for level in sorted(set(config.scaling)):
         stats.phase = f"open {level}"
         await driver.add_games(level - driver.slots)
+        idle: tuple[float, list[ProcessStats], float] | None = None
+        if config.level_idle_s:
+            idle = await _idle_window(config, target, stats, driver)
         driver.start_pacer()
         errors_before = sum(stats.errors.values())
         wall, procs, cpu, host = await _window(config, target, stats)
         moves = len(stats.latencies)
-        report.scaling.append(
-            LevelReport(
-                games=level,
-                moves=moves,
-                moves_per_s=round(moves / wall, 1),
-                window_s=round(wall, 3),
-                latency_ms=Latency.of(stats.latencies),
-                system_cpu_s=round(cpu, 3),
-                cpu_ms_per_move=round(1000 * cpu / moves, 4) if moves else 0.0,
-                errors=sum(stats.errors.values()) - errors_before,
-                processes=procs,
-                host=host,
-            )
+        result = LevelReport(
+            games=level,
+            moves=moves,
+            moves_per_s=round(moves / wall, 1),
+            window_s=round(wall, 3),
+            latency_ms=Latency.of(stats.latencies),
+            system_cpu_s=round(cpu, 3),
+            cpu_ms_per_move=round(1000 * cpu / moves, 4) if moves else 0.0,
+            errors=sum(stats.errors.values()) - errors_before,
+            processes=procs,
+            host=host,
         )
-    base = report.scaling[0].cpu_ms_per_move if report.scaling else 0.0
-    if base:
+        if idle is not None:
+            idle_wall, idle_procs, idle_cpu = idle
+            sockets = 2 * level + config.idle_connections
+            idle_rate = idle_cpu / idle_wall
+            result.sockets = sockets
+            result.idle_window_s = round(idle_wall, 3)
+            result.idle_cpu_s = round(idle_cpu, 3)
+            result.idle_us_per_socket_s = round(1e6 * idle_rate / sockets, 3)
+            result.move_ms = round(1000 * (cpu - idle_rate * wall) / moves, 4) if moves else 0.0
+            result.idle_processes = idle_procs
+        report.scaling.append(result)
+    first = report.scaling[0] if report.scaling else None
+    if first is not None and first.cpu_ms_per_move:
         report.scaling_ratios = {
-            f"{level.games}/{report.scaling[0].games}": round(level.cpu_ms_per_move / base, 3)
+            f"{level.games}/{first.games}": round(level.cpu_ms_per_move / first.cpu_ms_per_move, 3)
+            for level in report.scaling[1:]
+        }
+    if first is not None and first.move_ms > 0:
+        report.move_cost_ratios = {
+            f"{level.games}/{first.games}": round(level.move_ms / first.move_ms, 3)
             for level in report.scaling[1:]
         }
 

@@ -155,3 +155,32 @@ def test_without_the_bench_extra_xlmate_bench_says_what_to_install(tmp_path: Pat
         "Error: xlmate bench needs the bench extra (psutil is missing): pip install -e '.[bench]'"
     ]
     assert done.stdout == ""
+
+
+def test_tiny_scaling_run_splits_idle_and_move_cost(tmp_path: Path) -> None:
+    """--scaling with --level-idle measures each level idle first: idle and move cost per level."""
+    report = run_bench(
+        tmp_path,
+        "--scaling",
+        "2,4",
+        "--rate",
+        "10",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+        "--level-idle",
+        "1",
+    )
+    levels = report["scaling"]
+    assert [level["games"] for level in levels] == [2, 4]
+    for level in levels:
+        assert level["moves"] > 0 and level["errors"] == 0
+        assert level["sockets"] == 2 * level["games"]
+        assert level["idle_window_s"] > 0 and level["idle_cpu_s"] >= 0
+        assert level["idle_us_per_socket_s"] >= 0
+        rate = level["idle_cpu_s"] / level["idle_window_s"]
+        expected = (level["system_cpu_s"] - rate * level["window_s"]) / level["moves"]
+        assert level["move_ms"] == pytest.approx(1000 * expected, rel=0.01, abs=0.01)  # rounding
+        assert {p["role"] for p in level["idle_processes"]} >= {"broker", "edge"}
+    assert set(report["move_cost_ratios"]) <= {"4/2"}
