@@ -210,8 +210,8 @@ class BrokerServer:
             sock.setsockopt(option, value)
         if self._curve_pair is not None:
             curve.make_server(sock, self._curve_pair)
+        self._sockets.append(sock)  # closed by close(), even when bind fails (or term() hangs)
         sock.bind(tcp(self.config.host, port))
-        self._sockets.append(sock)
         self._shadows[sock] = self._now_socket(sock)
         return sock
 

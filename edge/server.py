@@ -79,8 +79,6 @@ log = logging.getLogger("xlmate.edge")
 
 WS_PATH: Final = re.compile(r"^/v1/games/([^/]+)/(ws|spectate)$")
 QUEUE_LIMIT: Final = 256  # frames queued per socket before it counts as a slow consumer
-RATE_PER_S: Final = 20.0  # client messages a second, per socket
-RATE_BURST: Final = 40.0
 MAX_STRIKES: Final = 50  # rate-limited messages before a socket is closed 4008
 BROKER_SILENCE_MS: Final = 2000  # no broker beat for this long: the broker is gone
 
@@ -593,7 +591,7 @@ class EdgeServer:
             claims.color if claims else None,
             remote=remote,
             queue_limit=QUEUE_LIMIT,
-            rate=TokenBucket(RATE_PER_S, RATE_BURST, time.monotonic()),
+            rate=TokenBucket(self.config.rate_per_s, self.config.rate_burst, time.monotonic()),
             flusher=self._flusher,
             on_kill=self._count_close,
         )

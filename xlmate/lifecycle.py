@@ -26,7 +26,10 @@ async def run_server(server: Server) -> None:
     """Start ``server``, wait for SIGINT/SIGTERM, close it and wait until it is closed."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # Restored afterwards: asyncio would leave SIG_DFL, and a late SIGTERM would then kill
+    # the process by signal (shown as a failure, rc=-15) instead of the CLI's clean exit.
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
@@ -37,5 +40,6 @@ async def run_server(server: Server) -> None:
     finally:
         server.close()
         await server.wait_closed()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum, handler in previous.items():
             loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)

@@ -873,13 +873,14 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
 def test_limits_here_match_the_code() -> None:
     """The numbers this module attacks are the ones the code enforces (and docs/ document)."""
     from xlmate.broker import server as broker_server
+    from xlmate.config import EdgeConfig
     from xlmate.constants import MAX_CLIENT_FRAME
     from xlmate.edge import server as edge_server
     from xlmate.edge.bus import MAX_INBOUND as EDGE_INBOUND
     from xlmate.wire import MAX_FRAME
 
     assert MAX_CLIENT_FRAME == FRAME_LIMIT
-    assert (edge_server.RATE_PER_S, edge_server.RATE_BURST) == (RATE_PER_S, RATE_BURST)
+    assert (EdgeConfig().rate_per_s, EdgeConfig().rate_burst) == (RATE_PER_S, RATE_BURST)
     assert edge_server.MAX_STRIKES == MAX_STRIKES
     assert edge_server.QUEUE_LIMIT == 256
     assert broker_server.MAX_INBOUND == MAX_INBOUND
