@@ -28,7 +28,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
-from xlmate import curve, metrics
+from xlmate import curve, logs, metrics
 from xlmate.config import EdgeConfig, cluster_secret
 from xlmate.constants import (
     BAD_MESSAGE,
@@ -579,10 +579,12 @@ class EdgeServer:
             try:
                 claims = verify_seat_token(query.get("token", ""), self.secret, game_id)
             except WrongGame as exc:
-                await self._refuse(ws, CLOSE_WRONG_GAME, str(exc))
+                self._log_token_rejected(game_id, remote, CLOSE_WRONG_GAME, exc)
+                await self._refuse(ws, CLOSE_WRONG_GAME, str(exc), logged=True)
                 return
             except TokenError as exc:
-                await self._refuse(ws, CLOSE_BAD_TOKEN, str(exc)[:120])
+                self._log_token_rejected(game_id, remote, CLOSE_BAD_TOKEN, exc)
+                await self._refuse(ws, CLOSE_BAD_TOKEN, str(exc)[:120], logged=True)
                 return
         since = _version(query.get("v"))
         session = Session(
@@ -596,6 +598,15 @@ class EdgeServer:
             on_kill=self._count_close,
         )
         self._join(session)
+        opened = time.monotonic()
+        logs.event(
+            log,
+            "conn_opened",
+            f"socket opened: game {game_id} as {session.you}",
+            game=game_id,
+            seat=session.you,
+            remote=remote,
+        )
         try:
             if await self._first_sync(session, claims, since):
                 await self._read(session)
@@ -603,9 +614,45 @@ class EdgeServer:
             pass
         finally:
             self._leave(session)
+            logs.event(
+                log,
+                "conn_closed",
+                f"socket closed: game {game_id} as {session.you}",
+                game=game_id,
+                seat=session.you,
+                remote=remote,
+                code=ws.close_code,
+                reason=ws.close_reason,
+                duration_s=round(time.monotonic() - opened, 3),
+            )
 
-    async def _refuse(self, ws: ServerConnection, code: int, reason: str) -> None:
+    @staticmethod
+    def _log_token_rejected(game_id: str, remote: str, code: int, exc: Exception) -> None:
+        """One line per refused seat token: the reason, never the token."""
+        logs.event(
+            log,
+            "token_rejected",
+            f"seat token rejected for game {game_id}",
+            logging.WARNING,
+            game=game_id,
+            remote=remote,
+            code=code,
+            reason=str(exc)[:120],
+        )
+
+    async def _refuse(
+        self, ws: ServerConnection, code: int, reason: str, *, logged: bool = False
+    ) -> None:
         self._count_close(code)
+        if not logged:
+            logs.event(
+                log,
+                "conn_refused",
+                f"socket refused: {reason}",
+                code=code,
+                reason=reason,
+                path=urlsplit(ws.request.path).path if ws.request else None,  # no query: token
+            )
         await ws.close(code, reason)
 
     def _count_close(self, code: int) -> None:
@@ -704,6 +751,17 @@ class EdgeServer:
             else:
                 session.strikes += 1
                 if session.strikes > MAX_STRIKES:
+                    logs.event(
+                        log,
+                        "client_closed",
+                        f"flooding client closed 4008 on game {session.game_id}",
+                        logging.WARNING,
+                        game=session.game_id,
+                        seat=session.you,
+                        remote=session.remote,
+                        why="flooding",
+                        code=CLOSE_POLICY,
+                    )
                     session.kill(CLOSE_POLICY, "flooding")
                     await session.ws.close(CLOSE_POLICY, "flooding")  # before the handler's 1000
                     return

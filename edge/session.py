@@ -30,6 +30,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from xlmate import logs
 from xlmate.constants import CLOSE_POLICY, Color
 
 log = logging.getLogger("xlmate.edge")
@@ -166,7 +167,17 @@ class Session:
         try:
             self.queue.put_nowait(data)
         except asyncio.QueueFull:
-            log.info("slow consumer on game %s (%s): closing 4008", self.game_id, self.remote)
+            logs.event(
+                log,
+                "client_closed",
+                f"slow consumer closed 4008 on game {self.game_id}",
+                logging.WARNING,
+                game=self.game_id,
+                seat=self.you,
+                remote=self.remote,
+                why="slow_consumer",
+                code=CLOSE_POLICY,
+            )
             self.kill(CLOSE_POLICY, "slow consumer")
 
     def flush(self) -> None:
