@@ -621,8 +621,7 @@ class EdgeServer:
                 game=game_id,
                 seat=session.you,
                 remote=remote,
-                code=ws.close_code,
-                reason=ws.close_reason,
+                **_close_info(ws),
                 duration_s=round(time.monotonic() - opened, 3),
             )
 
@@ -825,6 +824,17 @@ class EdgeServer:
                 "brokerEpoch": self.broker_epoch,
             },
         )
+
+
+def _close_info(ws: ServerConnection) -> dict[str, Any]:
+    """Who closed a socket, with which code and reason (what the closer sent)."""
+    protocol = ws.protocol
+    sent, received = protocol.close_sent, protocol.close_rcvd
+    if sent is not None and not protocol.close_rcvd_then_sent:
+        return {"code": sent.code, "reason": sent.reason, "by": "edge"}
+    if received is not None:
+        return {"code": received.code, "reason": received.reason, "by": "client"}
+    return {"code": 1006, "reason": "connection lost", "by": "network"}
 
 
 def _version(raw: str | None) -> int | None:

@@ -257,7 +257,6 @@ def _announce(component: str, node: str, curve_dir: Path | None) -> None:
 def cli(log_level: str, log_format: logs.LogFormat, log_time: logs.LogTime) -> None:
     """XLMate realtime: live chess over WebSockets, sequenced by a ZeroMQ broker."""
     logs.setup(log_level, log_format, log_time)
-    signal.signal(signal.SIGTERM, _stop_cleanly)
 
 
 CURVE = Opt(
@@ -537,4 +536,5 @@ def bench(
 
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _stop_cleanly)  # first: a stop during start-up is clean too
     cli(auto_envvar_prefix="XLMATE")
