@@ -231,8 +231,10 @@ class Cluster:
         proc.wait_healthy()
         return proc
 
-    def start_edge(self, region: str, *extra: str, wait: bool = True) -> Edge:
-        port = free_port()
+    def start_edge(
+        self, region: str, *extra: str, wait: bool = True, port: int | None = None
+    ) -> Edge:
+        port = port or free_port()  # given: a proxy in front already routes to it
         edge_id = f"{region}-{port}"
         args = [
             "edge",
