@@ -337,8 +337,8 @@ EDGE_OPTIONS = (
     Opt("command_timeout_ms", "a command the broker has not confirmed by then gets `unavailable`"),
     Opt(
         "trusted_proxies",
-        "a proxy address whose X-Forwarded-For names the client "
-        "(repeatable; behind nginx: 127.0.0.1)",
+        "a proxy address or CIDR block whose X-Forwarded-For (last hop) names the client, "
+        "e.g. 127.0.0.1 behind nginx on the host, the pod network on Kubernetes (repeatable)",
         flag="--trusted-proxy",
     ),
     Opt("open_timeout_s", "seconds to complete a handshake", flag="--open-timeout"),

@@ -7,6 +7,7 @@ component's ``main(config)``.  Tests build them directly with free ports.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,3 +117,10 @@ class EdgeConfig:
             raise ConfigError("rate-per-s must be above 0 and rate-burst at least 1")
         if self.capacity < 1 or self.max_per_ip < 1:
             raise ConfigError("capacity and max-per-ip must be at least 1")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"trusted-proxy must be an IP address or a CIDR block, not {proxy!r}"
+                ) from None
