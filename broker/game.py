@@ -15,7 +15,7 @@ Feeding a game::
     publish(applied.events)          # each one has the next "v"; ack with applied.v
     publish(game.tick(now))          # flag fall / abort, whenever deadline_ms() is due
 
-``apply`` raises ``CommandRejected`` (a PROTOCOL.md error code) when it
+``apply`` raises ``CommandRejected`` (a docs/protocol.md error code) when it
 refuses a command, and a refused command changes nothing.  Time comes first:
 a command that arrives when ``tick(now_ms)`` would end the game (the mover's
 flag fell, or the abort deadline passed) is refused with ``TimeExpired``
@@ -24,7 +24,7 @@ flag fell, or the abort deadline passed) is refused with ``TimeExpired``
 is always a tick input in the journal, never hidden inside a command.
 
 The rules (clocks, aborts, offers, takebacks) are written out in
-docs/game-rules.md; they follow lichess where PROTOCOL.md is silent.
+docs/game-rules.md; they follow lichess where docs/protocol.md is silent.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A game as PGN text, for ``GET /v1/games/{gameId}/pgn`` (PROTOCOL.md section 4).
+"""A game as PGN text, for ``GET /v1/games/{gameId}/pgn`` (docs/protocol.md section 6).
 
 Headers follow lichess: the seven-tag roster, then ``TimeControl`` ("300+3"),
 ``Termination`` ("Normal", "Time forfeit", "Abandoned", "Unterminated"),

@@ -1,7 +1,7 @@
 """Which edge a client should use: a pure function of the live edges and the question.
 
 ``place(nodes, region, game_id, distances)`` returns the edges to offer, best
-first (PROTOCOL.md section 2):
+first (docs/protocol.md section 3):
 
 1. Only edges that are not draining and have room (``Node.available``).
 2. With a ``region``: the edges of that region first.  If it has none, the

@@ -62,7 +62,7 @@ class Node:
         return self.last_seen + misses * self.heartbeat.interval_ms / 1000.0
 
     def public(self) -> dict[str, Any]:
-        """The PROTOCOL.md ``Node`` object: ``{id, url, region, load}``."""
+        """The docs/protocol.md ``Node`` object: ``{id, url, region, load}``."""
         return {"id": self.id, "url": self.url, "region": self.region, "load": self.load}
 
     def operator_view(self, now: float) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The edge: terminates players' WebSockets in one region and relays to the broker.
 
-Stateless by design (ARCHITECTURE.md): every game it serves can be rebuilt
+Stateless by design (docs/architecture.md): every game it serves can be rebuilt
 from the broker, and ``discovery_client`` keeps it registered at discovery.
 """

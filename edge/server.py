@@ -1,6 +1,6 @@
 """The edge process: players' WebSockets in, the broker's bus out and back.
 
-Glue only (ARCHITECTURE.md style 2): a socket's frame is parsed
+Glue only (docs/architecture.md, Style): a socket's frame is parsed
 (``xlmate.messages``), checked against its seat, put on the bus and tracked
 until acked (``edge.pending``); a bus event goes to its room (``edge.rooms``),
 which fans it out in ``v`` order to the sessions (``edge.session``).  The edge

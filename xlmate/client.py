@@ -1,6 +1,6 @@
 """An asyncio client for one seat (or a spectator) of one game.
 
-It does what PROTOCOL.md asks of a good client, so its users don't have to:
+It does what docs/protocol.md asks of a good client, so its users don't have to:
 
 - asks discovery for an edge (``discovery_url``) or uses a fixed ``edge_url``;
 - reconnects with full-jitter exponential back-off, and at once (re-asking

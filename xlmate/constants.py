@@ -1,4 +1,4 @@
-"""Numbers from PROTOCOL.md and the limits this project documents in docs/."""
+"""Numbers from docs/protocol.md and the limits this project documents in docs/."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ COLORS: Final = ("white", "black")
 
 GAME_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
-# Close codes (PROTOCOL.md section 3).
+# Close codes (docs/protocol.md section 4.8).
 CLOSE_BAD_TOKEN: Final = 4001
 CLOSE_WRONG_GAME: Final = 4003
 CLOSE_NO_SUCH_GAME: Final = 4004
@@ -20,7 +20,7 @@ CLOSE_INTERNAL: Final = 1011
 CLOSE_DRAINING: Final = 1012
 CLOSE_FULL: Final = 1013
 
-# Error codes (PROTOCOL.md section 3).
+# Error codes (docs/protocol.md section 4.6).
 BAD_JSON: Final = "bad_json"
 BAD_MESSAGE: Final = "bad_message"
 UNKNOWN_TYPE: Final = "unknown_type"

@@ -3,7 +3,7 @@
 ::
 
     XLMateError
-     +-- ProtocolError            a client message that breaks PROTOCOL.md section 3
+     +-- ProtocolError            a client message that breaks docs/protocol.md section 4
      |    +-- CommandRejected     a well-formed command the game refuses (illegal_move, ...)
      +-- TokenError               a seat token that cannot be used (close 4001)
      |    +-- WrongGame           a valid token for another game (close 4003)
@@ -22,7 +22,7 @@ class XLMateError(Exception):
 
 
 class ProtocolError(XLMateError):
-    """A client message we cannot accept; ``code`` is a PROTOCOL.md error code."""
+    """A client message we cannot accept; ``code`` is a docs/protocol.md error code."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

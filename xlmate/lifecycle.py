@@ -1,7 +1,7 @@
 """Run a server until SIGINT or SIGTERM, then shut it down in order.
 
 Every server in this project has ``start()``, an idempotent ``close()`` and
-``wait_closed()`` (ARCHITECTURE.md, style 7).  ``run_server`` is the one place
+``wait_closed()`` (docs/architecture.md, Style).  ``run_server`` is the one place
 that wires them to process signals, so the CLI stays a thin layer.
 """
 

@@ -1,4 +1,4 @@
-"""Client commands: the WebSocket JSON of PROTOCOL.md section 3, parsed and validated.
+"""Client commands: the WebSocket JSON of docs/protocol.md section 4, parsed and validated.
 
 ``parse_client_message`` is the one boundary: any text either becomes one of
 the frozen dataclasses below or raises ``ProtocolError`` with the protocol's

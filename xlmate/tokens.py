@@ -1,4 +1,4 @@
-"""Seat tokens (PROTOCOL.md section 1): HS256 JWTs signed with the cluster secret.
+"""Seat tokens (docs/protocol.md section 2): HS256 JWTs signed with the cluster secret.
 
 ``verify_seat_token`` is the boundary: PyJWT's errors become ``TokenError``
 (close 4001) or ``WrongGame`` (close 4003).

@@ -183,7 +183,7 @@ class AckMsg(_Message):
 
 @dataclass(frozen=True, slots=True)
 class RejectMsg(_Message):
-    """A command was refused with a PROTOCOL.md error code."""
+    """A command was refused with a docs/protocol.md error code."""
 
     KIND: ClassVar[str] = "rej"
     g: str

@@ -3,7 +3,7 @@
 One cluster serves the whole module: discovery, a broker, edges A (eu-west) and
 B (us-east) with the default limits, edge C (ap-south, ``--capacity 3``) and
 edge D (sa-east, ``--max-per-ip 5``).  Every test plays a real game, white on A
-and black on B, in the background while it attacks (ARCHITECTURE.md invariants
+and black on B, in the background while it attacks (docs/architecture.md invariants
 3 and 4), then checks that the game finished with every move, in order, with no
 gap; that every process is alive and answers ``/healthz``; and that no edge's
 RSS grew by more than ``EDGE_RSS_BOUND`` (docs/security.md records what it

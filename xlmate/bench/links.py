@@ -5,7 +5,7 @@ relay's ``hello``), then hands every later message, decoded, to an async
 ``handler(link, message)``.  Two kinds:
 
 - ``ThinLink``: raw ``websockets`` + ``json``.  It speaks just enough of
-  PROTOCOL.md (``move`` / ``resign`` with an ``id``) to drive the cluster, and
+  docs/protocol.md (``move`` / ``resign`` with an ``id``) to drive the cluster, and
   works unchanged against the relays (which forward frames as they are).  It
   can pick its source address (``local_addr``), which the edges' per-IP limit
   needs for thousands of sockets.
@@ -146,7 +146,7 @@ class ThinLink:
         self.last_v = v
 
     def _in_order(self, v: int) -> bool:
-        """PROTOCOL.md: a client ignores events with a ``v`` it has seen (counted here)."""
+        """docs/protocol.md: a client ignores events with a ``v`` it has seen (counted here)."""
         if v <= self.last_v:
             if self.anomaly is not None:
                 self.anomaly("duplicate_event", f"{self.color}: v={v} after v={self.last_v}")

@@ -543,7 +543,7 @@ class Driver:
     async def _on_state(self, play: Play, link: Link, message: Message) -> None:
         """A full state in mid-game (an edge repairs a socket that fell behind with one).
 
-        Its events are not sent again (PROTOCOL.md: a client takes the state),
+        Its events are not sent again (docs/protocol.md: a client takes the state),
         so a state that already holds the move in flight is that move's receipt,
         and one that shows the game over ends a resignation.
         """
