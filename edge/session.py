@@ -194,7 +194,7 @@ class Session:
             logs.event(
                 log,
                 "client_closed",
-                f"slow consumer closed 4008 on game {self.game_id}",
+                f"slow consumer on game {self.game_id} ({self.remote}): closing 4008",
                 logging.WARNING,
                 game=self.game_id,
                 seat=self.you,
