@@ -50,8 +50,7 @@ def rendered_units(directory: Path) -> list[Path]:
 
 @pytest.mark.parametrize("unit", UNITS)
 def test_systemd_units_are_rated_4_or_lower(unit: str, tmp_path: Path) -> None:
-    """`systemd-analyze security --offline=true` rates each unit 4.0 or lower (and its
-    --threshold, which counts in tenths, agrees)."""
+    """`systemd-analyze security --offline=true` rates each unit 4.0 or lower (--threshold=40)."""
     path = SYSTEMD / unit
     if "@" in unit:
         path = tmp_path / unit.replace("@.service", "@8101.service")
@@ -225,8 +224,7 @@ def test_kubernetes_edges_are_reachable_at_the_url_they_advertise() -> None:
 
 
 def test_checks_are_pinned_by_the_constraints_file() -> None:
-    """scripts/setup installs with requirements/constraints.txt, which pins every installed tool
-    (ruff, mypy, pytest ...) at the version installed here."""
+    """scripts/setup uses requirements/constraints.txt, which pins every installed package."""
     setup = (REPO / "scripts" / "setup").read_text()
     assert setup.count("-c requirements/constraints.txt") >= 2
     pins = {}
