@@ -217,20 +217,22 @@ def _run(
         pass
 
 
-def _announce(component: str, node: str, curve_dir: Path | None) -> None:
-    """Name the process in every log line and say whether ZeroMQ traffic is encrypted."""
+def _announce(component: str, node: str, curve_dir: Path | None, zmq_host: str) -> None:
+    """Name the process in every log line and say whether ZeroMQ traffic is encrypted
+    (a warning when that traffic leaves the host unencrypted)."""
     logs.set_context(component=component, node=node)
     if curve_dir is not None:
         logs.event(log, "curve", f"{component}: CURVE on (keys in {curve_dir})", curve=True)
-    else:
-        logs.event(
-            log,
-            "curve",
-            f"{component}: CURVE off: ZeroMQ traffic is plain TCP (set --curve-dir or "
-            "XLMATE_CURVE_DIR in production, docs/security.md)",
-            logging.WARNING,
-            curve=False,
-        )
+        return
+    local = secret_policy.is_loopback(zmq_host)
+    logs.event(
+        log,
+        "curve",
+        f"{component}: CURVE off: ZeroMQ traffic is plain TCP"
+        + ("" if local else " (set --curve-dir or XLMATE_CURVE_DIR, docs/security.md)"),
+        logging.INFO if local else logging.WARNING,
+        curve=False,
+    )
 
 
 @click.group()
@@ -283,7 +285,8 @@ def discovery(config: DiscoveryConfig) -> None:
     """Run discovery: edge registry and placement."""
     from xlmate.discovery.server import main as discovery_main
 
-    _announce("discovery", f"{socket.gethostname()}:{config.port}", config.curve_dir)
+    node = f"{socket.gethostname()}:{config.port}"
+    _announce("discovery", node, config.curve_dir, config.rep_host)
     _run(discovery_main(config))
 
 
@@ -309,7 +312,8 @@ def broker(config: BrokerConfig) -> None:
     """Run the broker: sequences, checks and journals every game."""
     from xlmate.broker.server import main as broker_main
 
-    _announce("broker", f"{socket.gethostname()}:{config.xsub_port}", config.curve_dir)
+    node = f"{socket.gethostname()}:{config.xsub_port}"
+    _announce("broker", node, config.curve_dir, config.host)
     _run(broker_main(config))
 
 
@@ -359,7 +363,7 @@ def edge(config: EdgeConfig) -> None:
     refusal, warning = secret_policy.check(config.host, secret, is_dev)
     if refusal is not None:
         raise Refusal(f"edge: {refusal}")
-    _announce("edge", config.id, config.curve_dir)
+    _announce("edge", config.id, config.curve_dir, config.broker_host)
     if warning is not None:
         log.warning("edge: %s", warning)
     _run(edge_main(config), auto="asyncio")  # (eventloop.py: uvloop stalls with many sockets)

@@ -242,3 +242,28 @@ def test_checks_are_pinned_by_the_constraints_file() -> None:
             f"{name} {dist.version} is not pinned in requirements/constraints.txt "
             "(run scripts/update-constraints)"
         )
+
+
+def test_deploy_readme_walks_through_both_installs() -> None:
+    """deploy/README.md has each step: user, venv, secret, enable, status, logs, build, apply."""
+    readme = (REPO / "deploy" / "README.md").read_text()
+    for step in (
+        "useradd --system",
+        "python3 -m venv .venv",
+        "pip install -c requirements/constraints.txt .",
+        "openssl rand -base64 48",
+        "/etc/xlmate/xlmate.env",
+        "systemctl enable --now xlmate-broker xlmate-discovery xlmate-edge@8101",
+        "systemctl status",
+        "journalctl -u",
+        "cp deploy/nginx/xlmate.conf /etc/nginx/conf.d/xlmate.conf",
+        "docker build -t",
+        "docker push",
+        "kubectl -n xlmate create secret generic xlmate ",
+        "create secret generic xlmate-curve",
+        "kubectl apply -f deploy/kubernetes/xlmate.yaml",
+        "--trusted-proxy",
+    ):
+        assert step in readme, step
+    for path in re.findall(r"`((?:systemd|nginx|kubernetes)/[\w@.-]+)`", readme):
+        assert (REPO / "deploy" / path).exists(), path

@@ -228,3 +228,17 @@ def test_honcho_lines_have_one_timestamp_and_a_clean_stop_is_rc_0(tmp_path: Path
     stopped = re.findall(r"(\S+) stopped \(rc=(-?\d+)\)", text)
     assert len(stopped) == 6, text
     assert all(rc == "0" for _, rc in stopped), text
+
+
+def test_curve_on_is_said_at_start(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker and an edge started with CURVE keys each log curve=true with the key folder."""
+    monkeypatch.setenv("XLMATE_LOG_FORMAT", "json")
+    keys = cluster.root / "keys"
+    subprocess.run([XLMATE, "keys", str(keys)], check=True, capture_output=True)
+    cluster.curve_dir = keys
+    cluster.start_broker()
+    edge = cluster.start_edge("eu-west")
+    for proc in (cluster.broker, edge.proc):
+        assert proc is not None
+        (said,) = [r for r in json_lines(proc.log()) if r["event"] == "curve"]
+        assert said["curve"] is True and str(keys) in said["msg"] and said["level"] == "info"
