@@ -10,7 +10,9 @@ Thin glue around the pure parts (``registry``, ``placement``, ``regions``):
   libzmq drop the connection before they reach us;
 * a sweep task forgets edges silent for 3 of their own intervals;
 * HTTP on ``host:port`` (``xlmate.httpd`` over the ``websockets`` server):
-  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /healthz``, ``GET /metrics``.
+  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /healthz``, ``GET /metrics``,
+  with CORS for the origins of ``--allow-origin`` (preflight included) so platform
+  pages can ask for an edge; other methods get 405.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
 from xlmate.errors import ConfigError, WireError
 from xlmate.httpd import (
     HttpRequest,
+    OriginPolicy,
     Router,
     json_response,
     metrics_response,
@@ -163,7 +166,7 @@ class DiscoveryServer:
         for outcome in ("region", "fallback", "anywhere", "no_nodes", "bad_request"):
             self._m_placements.labels(outcome)
 
-        self.router = Router()
+        self.router = Router(OriginPolicy(config.allow_origins))
         self.router.get("/v1/nodes/discovery", self._get_discovery)
         self.router.get("/v1/nodes", self._get_nodes)
         self.router.get("/healthz", self._get_healthz)

@@ -7,7 +7,9 @@ which fans it out in ``v`` order to the sessions (``edge.session``).  The edge
 holds nothing the broker cannot give back, so it can die at any time.
 
 Endpoints on one port: ``/v1/games/{id}/ws`` (players), ``/v1/games/{id}/spectate``,
-and GET ``/v1/games/{id}``, ``/v1/games/{id}/pgn``, ``/healthz``, ``/metrics``.
+and GET ``/v1/games/{id}``, ``/v1/games/{id}/pgn``, ``/healthz``, ``/metrics``, and the
+browser pages ``/play/{id}``, ``/watch/{id}`` (``edge.pages``).  ``--allow-origin``
+restricts which browser origins may open sockets and read the views (``xlmate.httpd``).
 """
 
 from __future__ import annotations
@@ -48,11 +50,19 @@ from xlmate.constants import (
 from xlmate.discovery.heartbeat import Heartbeat
 from xlmate.edge.bus import BrokerUnavailable, BusClient, Reply
 from xlmate.edge.discovery_client import DiscoveryClient
+from xlmate.edge.pages import Pages
 from xlmate.edge.pending import PendingCommands
 from xlmate.edge.rooms import Room
 from xlmate.edge.session import Flusher, Session, TokenBucket, client_address, dumps
 from xlmate.errors import ProtocolError, TokenError, WrongGame
-from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, text_response
+from xlmate.httpd import (
+    HttpRequest,
+    OriginPolicy,
+    Router,
+    json_response,
+    metrics_response,
+    text_response,
+)
 from xlmate.lifecycle import run_server
 from xlmate.messages import Command, Ping, SyncRequest, command_to_wire, parse_client_message
 from xlmate.tokens import SeatClaims, verify_seat_token
@@ -153,7 +163,8 @@ class EdgeServer:
         self._ctx = zmq.asyncio.Context()
         self.bus = BusClient(cfg, self._ctx, self._on_bus, self._m_bad.inc)
         self.bus.start()
-        router = Router()
+        router = Router(OriginPolicy(cfg.allow_origins))  # CORS + the WebSocket Origin check
+        Pages(router.origins).add_routes(router)  # /play, /watch, /static (edge/pages.py)
         router.passthrough("/v1/games/{gameId}/ws")
         router.passthrough("/v1/games/{gameId}/spectate")
         router.get("/v1/games/{gameId}", self._http_game)

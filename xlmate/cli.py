@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlencode
 
 import click
 
@@ -63,6 +64,7 @@ class Opt:
     hidden: bool = False
     listens_on: str | None = None
     type: Any = None  # the click type, when the field's own type does not say enough
+    convert: Callable[[Any], Any] | None = None  # click's value -> the field's value
 
     @property
     def option(self) -> str:
@@ -123,9 +125,10 @@ def _params(command: str, config_cls: type[Any], options: Sequence[Opt]) -> list
     return params
 
 
-def _build(config_cls: type[C], kwargs: dict[str, Any]) -> C:
+def _build(config_cls: type[C], kwargs: dict[str, Any], options: Sequence[Opt] = ()) -> C:
     """The config from click's values: ``''`` means None for optional fields."""
     hints = typing.get_type_hints(config_cls)
+    converters = {opt.name: opt.convert for opt in options if opt.convert is not None}
     values: dict[str, Any] = {}
     for name, value in kwargs.items():
         _, multiple, optional = _click_type(hints[name])
@@ -133,6 +136,8 @@ def _build(config_cls: type[C], kwargs: dict[str, Any]) -> C:
             value = tuple(value)
         elif optional and value == "":
             value = None
+        if name in converters:
+            value = converters[name](value)
         values[name] = value
     try:
         return config_cls(**values)
@@ -147,7 +152,7 @@ def process_command(
 
     def decorate(run: Callable[[C], None]) -> click.Command:
         def callback(**kwargs: Any) -> None:
-            config = _build(config_cls, kwargs)
+            config = _build(config_cls, kwargs, options)
             try:
                 run(config)
             except BaseException as exc:
@@ -261,12 +266,33 @@ def cli(log_level: str, log_format: logs.LogFormat, log_time: logs.LogTime) -> N
     logs.setup(log_level, log_format, log_time)
 
 
+def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--allow-origin`` values (repeated and/or comma-separated), checked."""
+    from xlmate.httpd import OriginPolicy
+
+    try:
+        return OriginPolicy.parse(values).origins
+    except XLMateError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-origin") from exc
+
+
+def allow_origin(help_text: str) -> Opt:
+    """``--allow-origin``: repeatable or comma-separated origins; default any (``*``)."""
+    return Opt(
+        "allow_origins",
+        help_text + " (repeat or comma-separate; default *: any; docs/browser.md)",
+        flag="--allow-origin",
+        convert=_origins,
+    )
+
+
 CURVE = Opt(
     "curve_dir", "encrypt and authenticate the ZeroMQ sockets with the keys of `xlmate keys DIR`"
 )
 
 DISCOVERY_OPTIONS = (
     CURVE,
+    allow_origin("browser origins answered with CORS headers, e.g. https://play.example.com"),
     Opt("host", "HTTP API address"),
     Opt("port", "HTTP API port", listens_on="host"),
     Opt("rep_host", "heartbeat REP address"),
@@ -319,6 +345,10 @@ def broker(config: BrokerConfig) -> None:
 
 EDGE_OPTIONS = (
     CURVE,
+    allow_origin(
+        "browser origins that may open WebSockets and read the game views; requests "
+        "without Origin (not a browser) and this edge's own pages are always allowed"
+    ),
     Opt("region", "this edge's region, e.g. eu-west", required=True),
     Opt("host", "WebSocket/HTTP address"),
     Opt("port", "WebSocket/HTTP port", listens_on="host"),
@@ -399,8 +429,27 @@ def game() -> None:
 @click.option("--white", "white_id", help="white's player id (token sub)")
 @click.option("--black", "black_id", help="black's player id (token sub)")
 @click.option("--game-id", help="use this id instead of a random one")
-def game_new(clock: str, white_id: str | None, black_id: str | None, game_id: str | None) -> None:
-    """Print a fresh game id and both seat tokens as JSON."""
+@click.option(
+    "--edge-url",
+    default="http://127.0.0.1:8101",
+    show_default=True,
+    help="an edge's HTTP base for the play and watch page URLs",
+)
+@click.option(
+    "--discovery-url",
+    default="http://127.0.0.1:8100",
+    show_default=True,
+    help="discovery's HTTP base the pages ask for an edge ('' to use the page's edge only)",
+)
+def game_new(
+    clock: str,
+    white_id: str | None,
+    black_id: str | None,
+    game_id: str | None,
+    edge_url: str,
+    discovery_url: str,
+) -> None:
+    """Print a fresh game id, both seat tokens and the play/watch page URLs as JSON."""
     secret, is_dev = cluster_secret()
     if is_dev:
         click.echo("warning: XLMATE_SECRET is not set; tokens use the development secret", err=True)
@@ -421,7 +470,12 @@ def game_new(clock: str, white_id: str | None, black_id: str | None, game_id: st
         }
     except XLMateError as exc:
         raise click.BadParameter(str(exc)) from exc
-    click.echo(json.dumps({"gameId": gid, **seats}))
+    base = edge_url.rstrip("/")
+    extra = {"discovery": discovery_url.rstrip("/")} if discovery_url else {}
+    for seat in seats.values():
+        seat["url"] = f"{base}/play/{gid}?{urlencode({'token': seat['token'], **extra})}"
+    watch = f"{base}/watch/{gid}" + (f"?{urlencode(extra)}" if extra else "")
+    click.echo(json.dumps({"gameId": gid, **seats, "watchUrl": watch}))
 
 
 @cli.command()

@@ -43,6 +43,7 @@ class DiscoveryConfig:
     rep_port: int = 5570
     regions_file: Path | None = None  # JSON region distance table; None: the built-in one
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
+    allow_origins: tuple[str, ...] = ("*",)  # browser origins answered with CORS headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,9 @@ class EdgeConfig:
     resend_ms: int = 400  # re-send an unacked command this often
     drain_timeout_ms: int = 5000
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
+    # Browser origins that may open WebSockets and read the game views ("*": any; a
+    # missing Origin, i.e. not a browser, and the edge's own pages are always allowed).
+    allow_origins: tuple[str, ...] = ("*",)
 
     @property
     def url(self) -> str:

@@ -195,10 +195,17 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def start_discovery(self) -> Proc:
+    def start_discovery(self, *extra: str) -> Proc:
         self.discovery = self._spawn(
             "discovery",
-            ["discovery", "--port", str(self.discovery_port), "--rep-port", str(self.rep_port)],
+            [
+                "discovery",
+                "--port",
+                str(self.discovery_port),
+                "--rep-port",
+                str(self.rep_port),
+                *extra,
+            ],
             f"{self.discovery_url}/healthz",
         )
         self.discovery.wait_healthy()

@@ -204,9 +204,10 @@ async def test_discovery_placement_by_region_and_forgets_a_killed_edge(
 
 
 async def test_game_new_prints_a_game_and_two_tokens(cluster: Cluster) -> None:
-    """`xlmate game new --clock 5+3` prints JSON with a game id and two seat tokens."""
+    """`xlmate game new --clock 5+3` prints JSON with a game id, two seat tokens and page URLs."""
     game = cluster.new_game("5+3")
-    assert set(game) == {"gameId", "white", "black"}
+    assert set(game) == {"gameId", "white", "black", "watchUrl"}
+    assert set(game["white"]) == set(game["black"]) == {"token", "url"}
     from xlmate.tokens import verify_seat_token
 
     claims = verify_seat_token(game["black"]["token"], SECRET, game["gameId"])

@@ -8,10 +8,11 @@ import os
 import click
 import pytest
 
-from xlmate.cli import _build, cli
+from xlmate.cli import BROKER_OPTIONS, DISCOVERY_OPTIONS, EDGE_OPTIONS, _build, cli
 from xlmate.config import BrokerConfig, DiscoveryConfig, EdgeConfig
 
 COMMANDS = {"discovery": DiscoveryConfig, "broker": BrokerConfig, "edge": EdgeConfig}
+OPTIONS = {"discovery": DISCOVERY_OPTIONS, "broker": BROKER_OPTIONS, "edge": EDGE_OPTIONS}
 REQUIRED = {"edge": ["--region", "eu"]}
 
 
@@ -20,7 +21,7 @@ def parse(name: str, args: list[str]) -> object:
     command = cli.commands[name]
     assert isinstance(command, click.Command)
     ctx = command.make_context(name, list(args), auto_envvar_prefix=f"XLMATE_{name.upper()}")
-    return _build(COMMANDS[name], ctx.params)
+    return _build(COMMANDS[name], ctx.params, OPTIONS[name])
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

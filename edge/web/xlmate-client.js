@@ -1,0 +1,1 @@
+../../clients/js/xlmate-client.js
