@@ -40,32 +40,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlmate_bench.cluster import ClusterError, free_port, wait_until
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 XLMATE = str(Path(sys.executable).parent / "xlmate")
-POLL_S = 0.05
 
 
 def say(text: str) -> None:
     """Progress on stderr."""
     print(f"[run] {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(POLL_S)
 
 
 def listening(port: int) -> bool:
@@ -154,7 +139,11 @@ def start(name: str, args: Sequence[str], port: int, logdir: Path) -> Started:
             raise SystemExit(f"{name} exited early:\n{log.read_text(errors='replace')[-3000:]}")
         return listening(port)
 
-    wait_until(up, 20, f"{name} to listen on {port}")
+    try:
+        wait_until(up, 20, f"{name} to listen on {port}")
+    except ClusterError as exc:
+        proc.stop()
+        raise SystemExit(str(exc)) from exc
     return proc
 
 

@@ -11,7 +11,7 @@ A published message is ``<edge id> <socket id>\\n<frame>``, so the edge that
 published it can skip the sender.  On joining, a socket gets
 ``{"type":"hello"}`` (see ``relay_single.py``).
 
-Needs ``redis`` (``pip install 'xlmate-realtime[bench]'``); ``benchmarks/run``
+Needs ``redis`` (``pip install -e '.[bench]'``); ``benchmarks/run``
 installs it and starts ``redis-server``.  It runs on the same event loop as an edge
 (asyncio's own unless ``XLMATE_LOOP`` says otherwise).
 
@@ -27,9 +27,9 @@ import os
 from typing import Any
 
 import redis.asyncio as redis
-from relay_serve import serve_until_signal
 from websockets.asyncio.server import ServerConnection, broadcast
 
+from relay_serve import serve_until_signal
 from xlmate import eventloop
 
 HELLO = '{"type":"hello"}'

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 
-from relay_serve import serve_until_signal
 from websockets.asyncio.server import ServerConnection, broadcast
 
+from relay_serve import serve_until_signal
 from xlmate import eventloop
 
 HELLO = '{"type":"hello"}'

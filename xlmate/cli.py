@@ -558,9 +558,13 @@ def bench(
     to stay under --max-per-ip (1000 per address).
     """
     try:
-        from xlmate.bench.config import BenchConfig, parse_levels, parse_watch
-        from xlmate.bench.runner import main as bench_main
-
+        from xlmate_bench.config import BenchConfig, parse_levels, parse_watch
+        from xlmate_bench.runner import main as bench_main
+    except ImportError as exc:  # the load generator's dependencies are an optional extra
+        raise click.ClickException(
+            f"xlmate bench needs the bench extra ({exc.name} is missing): pip install -e '.[bench]'"
+        ) from exc
+    try:
         config = BenchConfig(
             games=games,
             rate=rate,

@@ -4,8 +4,7 @@ fake edges that run the real ``DiscoveryClient``, HTTP and polling with deadline
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
@@ -14,35 +13,43 @@ from typing import Any
 
 import zmq.asyncio
 
-from tests.integration.cluster import eventually, free_port, http_get, wait_until
+from tests.integration.cluster import (
+    Proc,
+    eventually,
+    free_port,
+    http_get,
+    http_get_async,
+    http_json_async,
+    wait_until,
+)
 from xlmate.discovery.heartbeat import Heartbeat
 from xlmate.edge.discovery_client import DiscoveryClient
 
-__all__ = ["eventually", "free_port", "get_json", "http_get", "wait_until"]
+__all__ = ["eventually", "free_port", "http_get", "http_get_async", "http_json_async", "wait_until"]
 
 XLMATE = Path(sys.executable).parent / "xlmate"
-POLL_S = 0.02
-
-
-async def get_json(url: str) -> tuple[int, Any]:
-    """GET ``url`` in a thread and decode the JSON body (None if it is not JSON)."""
-    status, body = await asyncio.to_thread(http_get, url)
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, None
 
 
 @dataclass
 class DiscoveryProcess:
-    """``xlmate discovery`` as a subprocess on fixed-for-its-life free ports."""
+    """``xlmate discovery`` alone (the shared ``Proc``), on ports kept across restarts."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
     rep_port: int = field(default_factory=free_port)
     extra: tuple[str, ...] = ()
-    popen: subprocess.Popen[bytes] | None = None
-    starts: int = 0
+    proc: Proc = field(init=False)
+
+    def __post_init__(self) -> None:
+        args = ["discovery", "--port", str(self.port), "--rep-port", str(self.rep_port)]
+        self.proc = Proc(
+            "discovery",
+            [*args, *self.extra],
+            self.workdir,
+            dict(os.environ),
+            f"{self.url}/healthz",
+            log_level="debug",
+        )
 
     @property
     def url(self) -> str:
@@ -52,51 +59,24 @@ class DiscoveryProcess:
     def endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.rep_port}"
 
-    def log_path(self, start: int | None = None) -> Path:
-        return self.workdir / f"discovery.{start or self.starts}.log"
+    @property
+    def popen(self) -> subprocess.Popen[bytes] | None:
+        return self.proc.popen
 
     def start(self, *, wait: bool = True) -> DiscoveryProcess:
         """Start (again, on the same ports) and wait for ``/healthz``."""
-        self.starts += 1
-        with open(self.log_path(), "wb") as log:
-            self.popen = subprocess.Popen(
-                [
-                    str(XLMATE),
-                    "--log-level",
-                    "debug",
-                    "discovery",
-                    "--port",
-                    str(self.port),
-                    "--rep-port",
-                    str(self.rep_port),
-                    *self.extra,
-                ],
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc.start()
         if wait:
-            wait_until(self.healthy, 15.0, "discovery to answer /healthz")
+            self.proc.wait_healthy()
         return self
-
-    def healthy(self) -> bool:
-        if self.popen is not None and self.popen.poll() is not None:
-            raise AssertionError(f"discovery exited with {self.popen.returncode}:\n{self.log()}")
-        return http_get(f"{self.url}/healthz", timeout=1.0)[0] == 200
 
     def kill(self) -> None:
         """SIGKILL and reap (no-op if not running)."""
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
-        if self.popen is not None:
-            self.popen.wait(timeout=10)
+        self.proc.kill()
 
     def log(self) -> str:
-        return "\n".join(
-            self.log_path(i).read_text(errors="replace")[-6000:]
-            for i in range(1, self.starts + 1)
-            if self.log_path(i).exists()
-        )
+        """The end of every start's output."""
+        return "\n".join(self.proc.log(i)[-6000:] for i in range(1, self.proc.starts + 1))
 
 
 @dataclass

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
-
-import chess
 
 from tests.integration.cluster import SECRET
 from xlmate.client import GameClient
@@ -31,31 +28,6 @@ async def seat_players(game: dict[str, Any], url: str) -> tuple[GameClient, Game
     white = await GameClient(gid, token=game["white"]["token"], edge_url=url).connect()
     black = await GameClient(gid, token=game["black"]["token"], edge_url=url).connect()
     return white, black
-
-
-def random_game(seed: int, plies: int) -> list[str]:
-    """A seeded sequence of legal UCI moves that does not end the game early."""
-    rng = random.Random(seed)
-    board = chess.Board()
-    moves: list[str] = []
-    while len(moves) < plies:
-        candidates = list(board.legal_moves)
-        rng.shuffle(candidates)
-        for move in candidates:
-            board.push(move)
-            ends = (
-                board.is_game_over()
-                or board.is_repetition(3)
-                or board.is_fifty_moves()
-                or board.is_insufficient_material()
-            )
-            if not ends:
-                moves.append(move.uci())
-                break
-            board.pop()
-        else:
-            break
-    return moves
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -12,9 +13,9 @@ from typing import Any
 import pytest
 
 from tests.integration.cluster import XLMATE, free_port, wait_until
-from xlmate.bench.games import game_pool
 from xlmate.broker.game import Game, TimeControl
 from xlmate.messages import Move
+from xlmate_bench.games import game_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 50  # a tiny run takes ~15 s; the limit only stops a hung one
@@ -134,3 +135,23 @@ def test_tiny_run_against_a_plain_relay(tmp_path: Path, relay: Any) -> None:
     assert_sane(report)
     assert report["ack_latency_ms"] is None  # relays do not ack
     assert [p["role"] for p in report["processes"]] == ["loadgen", "relay"]
+
+
+def test_without_the_bench_extra_xlmate_bench_says_what_to_install(tmp_path: Path) -> None:
+    """With psutil (the bench extra) not importable, ``xlmate bench`` fails with one clear line."""
+    # sys.modules[name] = None is how Python blocks an import: `import psutil` raises
+    # ModuleNotFoundError, exactly as when the extra is not installed.
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['psutil'] = None\n")
+    done = subprocess.run(
+        [XLMATE, "bench", "--games", "1", "--quiet"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "Error: xlmate bench needs the bench extra (psutil is missing): pip install -e '.[bench]'"
+    ]
+    assert done.stdout == ""

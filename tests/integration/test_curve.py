@@ -13,8 +13,9 @@ import zmq.asyncio
 import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
-from tests.integration.cluster import XLMATE, Cluster, http_json
-from tests.integration.games import Played, assert_clean_history, play, random_game
+from tests.integration.cluster import XLMATE, Cluster, http_json_async
+from tests.integration.games import Played, assert_clean_history, play
+from tests.support.chess_games import random_game
 from xlmate.client import GameClient
 from xlmate.wire import CMD_TOPIC, CommandMsg, encode, game_topic
 
@@ -114,11 +115,11 @@ async def test_game_over_curve_and_rogue_peers_are_shut_out(curve_cluster: Clust
         for client in (white, black):
             await client.wait_for_v(len(moves))
             assert_clean_history(client, moves)  # no forged resign landed
-        status, sync = http_json(f"{c.edges[0].http}/v1/games/{gid}")
+        status, sync = await http_json_async(f"{c.edges[0].http}/v1/games/{gid}")
         assert status == 200 and sync["status"] != "over" and sync["moves"] == moves
         for sub in readers:
             assert await sub.poll(100) == 0, "a rogue subscriber received game traffic"
-        status, nodes = http_json(f"{c.discovery_url}/v1/nodes")
+        status, nodes = await http_json_async(f"{c.discovery_url}/v1/nodes")
         assert {n["id"] for n in nodes["nodes"]} == {e.edge_id for e in c.edges}
         assert all(p.alive() for p in c.procs)
     finally:

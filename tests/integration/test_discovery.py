@@ -30,8 +30,8 @@ from tests.integration.discovery_helpers import (
     FakeEdges,
     eventually,
     free_port,
-    get_json,
-    http_get,
+    http_get_async,
+    http_json_async,
 )
 from xlmate.config import DiscoveryConfig
 from xlmate.discovery.heartbeat import (
@@ -78,7 +78,7 @@ async def edges(zctx: zmq.asyncio.Context, discovery: DiscoveryProcess) -> Async
 
 
 async def ask(discovery: DiscoveryProcess, **params: str) -> tuple[int, Any]:
-    return await get_json(f"{discovery.url}/v1/nodes/discovery?{urlencode(params)}")
+    return await http_json_async(f"{discovery.url}/v1/nodes/discovery?{urlencode(params)}")
 
 
 def order(body: dict[str, Any]) -> list[str]:
@@ -87,7 +87,7 @@ def order(body: dict[str, Any]) -> list[str]:
 
 
 async def listed(discovery: DiscoveryProcess) -> dict[str, dict[str, Any]]:
-    status, body = await get_json(f"{discovery.url}/v1/nodes")
+    status, body = await http_json_async(f"{discovery.url}/v1/nodes")
     return {n["id"]: n for n in body["nodes"]} if status == 200 else {}
 
 
@@ -100,7 +100,7 @@ async def wait_listed(discovery: DiscoveryProcess, *ids: str, timeout: float = 5
 
 async def metric(discovery: DiscoveryProcess, name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` with ``labels`` on /metrics."""
-    status, body = await asyncio.to_thread(http_get, f"{discovery.url}/metrics")
+    status, body = await http_get_async(f"{discovery.url}/metrics")
     assert status == 200
     total = 0.0
     for family in text_string_to_metric_families(body.decode()):
@@ -117,7 +117,7 @@ async def test_no_edges_is_503(discovery: DiscoveryProcess) -> None:
     """With no edge registered, discovery answers 503 no_nodes, and /healthz still says ok."""
     assert await ask(discovery, region="eu-west") == (503, {"error": "no_nodes"})
     assert await ask(discovery) == (503, {"error": "no_nodes"})
-    assert await get_json(f"{discovery.url}/healthz") == (200, {"status": "ok", "nodes": 0})
+    assert await http_json_async(f"{discovery.url}/healthz") == (200, {"status": "ok", "nodes": 0})
 
 
 async def test_region_first_least_loaded_then_nearest(
@@ -175,7 +175,7 @@ async def test_bad_game_id_is_400(discovery: DiscoveryProcess, edges: FakeEdges)
 
 async def test_unknown_path_is_404(discovery: DiscoveryProcess) -> None:
     """Paths discovery does not serve are a JSON 404."""
-    assert await get_json(f"{discovery.url}/v1/nope") == (404, {"error": "not_found"})
+    assert await http_json_async(f"{discovery.url}/v1/nope") == (404, {"error": "not_found"})
 
 
 # --- edges coming and going -----------------------------------------------------------------
@@ -260,11 +260,11 @@ async def test_healthz_and_metrics(discovery: DiscoveryProcess, edges: FakeEdges
     edges.start("e1", "eu-west")
     edges.start("e2", "us-east")
     await wait_listed(discovery, "e1", "e2")
-    assert await get_json(f"{discovery.url}/healthz") == (200, {"status": "ok", "nodes": 2})
+    assert await http_json_async(f"{discovery.url}/healthz") == (200, {"status": "ok", "nodes": 2})
 
     await ask(discovery, region="eu-west")
     await ask(discovery, region="sa-east")
-    status, body = await asyncio.to_thread(http_get, f"{discovery.url}/metrics")
+    status, body = await http_get_async(f"{discovery.url}/metrics")
     assert status == 200 and b"# TYPE xlmate_discovery_nodes gauge" in body
     assert await metric(discovery, "xlmate_discovery_nodes") == 2
     assert await metric(discovery, "xlmate_discovery_nodes_available") == 2
@@ -335,7 +335,7 @@ async def test_edges_reregister_after_discovery_restart(
     await wait_listed(discovery, "eu", "us")
 
     discovery.kill()
-    status, _ = await asyncio.to_thread(http_get, f"{discovery.url}/healthz", 0.5)
+    status, _ = await http_get_async(f"{discovery.url}/healthz", 0.5)
     assert status == 0
     await eventually(
         lambda: not any(e.client.registered for e in edges.edges), 5.0, "clients to notice"

@@ -6,16 +6,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from tests.integration.cluster import SECRET, Cluster, eventually, http_get, http_json
+from tests.integration.cluster import SECRET, Cluster, eventually, http_get_async, http_json_async
 from xlmate.client import CommandFailed, GameClient
 from xlmate.tokens import mint_seat_token
 
 SCHOLARS_MATE = ["e2e4", "e7e5", "f1c4", "b8c6", "d1h5", "g8f6", "h5f7"]
 
 
-def metric(base: str, name: str) -> float:
+async def metric(base: str, name: str) -> float:
     """The value of the unlabelled sample ``name`` on a component's /metrics."""
-    status, body = http_get(f"{base}/metrics")
+    status, body = await http_get_async(f"{base}/metrics")
     assert status == 200
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
@@ -24,9 +24,9 @@ def metric(base: str, name: str) -> float:
     raise AssertionError(f"{name} is not on {base}/metrics")
 
 
-def place(cluster: Cluster, region: str, game_id: str | None = None) -> dict[str, object]:
+async def place(cluster: Cluster, region: str, game_id: str | None = None) -> dict[str, object]:
     query = f"region={region}" + (f"&gameId={game_id}" if game_id else "")
-    status, body = http_json(f"{cluster.discovery_url}/v1/nodes/discovery?{query}")
+    status, body = await http_json_async(f"{cluster.discovery_url}/v1/nodes/discovery?{query}")
     assert status == 200, body
     return body  # type: ignore[no-any-return]
 
@@ -47,11 +47,13 @@ async def test_whole_game_across_three_regions(full_cluster: Cluster) -> None:
     c = full_cluster
     game = c.new_game("5+3")
     gid = game["gameId"]
-    eu = place(c, "eu-west", gid)["node"]
-    us = place(c, "us-east", gid)["node"]
-    ap = place(c, "ap-south", gid)["node"]
+    eu = (await place(c, "eu-west", gid))["node"]
+    us = (await place(c, "us-east", gid))["node"]
+    ap = (await place(c, "ap-south", gid))["node"]
     assert (eu["region"], us["region"], ap["region"]) == ("eu-west", "us-east", "ap-south")
-    assert place(c, "eu-west", gid)["node"]["id"] == eu["id"], "placement is sticky per game"
+    assert (await place(c, "eu-west", gid))["node"]["id"] == eu["id"], (
+        "placement is sticky per game"
+    )
 
     white = await GameClient(gid, token=game["white"]["token"], edge_url=eu["url"]).connect()
     black = await GameClient(gid, token=game["black"]["token"], edge_url=us["url"]).connect()
@@ -80,18 +82,23 @@ async def test_whole_game_across_three_regions(full_cluster: Cluster) -> None:
         assert failure.value.code == "game_over"
 
         for edge in c.edges:
-            status, sync = http_json(f"{edge.http}/v1/games/{gid}")
+            status, sync = await http_json_async(f"{edge.http}/v1/games/{gid}")
             assert status == 200 and sync["moves"] == SCHOLARS_MATE and sync["status"] == "over"
-            status, pgn = http_get(f"{edge.http}/v1/games/{gid}/pgn")
+            status, pgn = await http_get_async(f"{edge.http}/v1/games/{gid}/pgn")
             assert status == 200 and b"Qxf7#" in pgn and b'[Result "1-0"]' in pgn
 
         # The hot-path counters (plain ints behind /metrics) counted this game.
-        assert metric(c.broker_http, "xlmate_broker_events_total") == final_v
-        assert metric(c.broker_http, "xlmate_broker_commands_total") == len(SCHOLARS_MATE) + 1
-        assert metric(c.broker_http, "xlmate_broker_rejected_total") == 1  # the move after mate
-        frames = sum(metric(e.http, "xlmate_edge_client_messages_total") for e in c.edges)
+        assert await metric(c.broker_http, "xlmate_broker_events_total") == final_v
+        assert await metric(c.broker_http, "xlmate_broker_commands_total") == len(SCHOLARS_MATE) + 1
+        assert (
+            await metric(c.broker_http, "xlmate_broker_rejected_total") == 1
+        )  # the move after mate
+        frames = sum([await metric(e.http, "xlmate_edge_client_messages_total") for e in c.edges])
         assert frames >= len(SCHOLARS_MATE) + 1
-        assert sum(metric(e.http, "xlmate_edge_bus_events_total") for e in c.edges) >= 3 * final_v
+        assert (
+            sum([await metric(e.http, "xlmate_edge_bus_events_total") for e in c.edges])
+            >= 3 * final_v
+        )
     finally:
         for client in (white, black, spectator):
             await client.close()
@@ -140,7 +147,7 @@ async def test_a_command_id_is_applied_once_and_acked_each_time(full_cluster: Cl
         again = await white2.command({"type": "move", "uci": "d2d4"}, command_id="m1")
         assert first == again == 1
         await white2.wait_for_v(1)
-        status, sync = http_json(f"{c.edges[1].http}/v1/games/{gid}")
+        status, sync = await http_json_async(f"{c.edges[1].http}/v1/games/{gid}")
         assert status == 200 and sync["moves"] == ["d2d4"] and sync["v"] == 1
     finally:
         await white1.close()
@@ -167,7 +174,7 @@ async def test_tokens_and_unknown_games_get_their_close_codes(full_cluster: Clus
         async with connect(target) as ws:
             await ws.wait_closed()
             assert ws.close_code == code, target
-    status, body = http_json(f"{c.broker_http}/healthz")
+    status, body = await http_json_async(f"{c.broker_http}/healthz")
     assert status == 200 and body["games"] == 0, "spectating must not create games"
 
 
@@ -176,9 +183,9 @@ async def test_every_component_answers_health_and_metrics(full_cluster: Cluster)
     c = full_cluster
     bases = [c.discovery_url, c.broker_http, *(e.http for e in c.edges)]
     for base in bases:
-        status, body = http_json(f"{base}/healthz")
+        status, body = await http_json_async(f"{base}/healthz")
         assert status == 200 and body["status"] == "ok", base
-        status, text = http_get(f"{base}/metrics")
+        status, text = await http_get_async(f"{base}/metrics")
         assert status == 200 and b"# TYPE xlmate_" in text, base
 
 
@@ -188,19 +195,19 @@ async def test_discovery_placement_by_region_and_forgets_a_killed_edge(
     """Region first, unknown regions still placed, and a SIGKILLed edge leaves the answer fast."""
     c = full_cluster
     us_edge = next(e for e in c.edges if e.region == "us-east")
-    assert place(c, "us-east")["node"]["id"] == us_edge.edge_id
-    assert place(c, "eu-west")["node"]["region"] == "eu-west"
-    assert place(c, "mars-north")["node"]["id"] in {e.edge_id for e in c.edges}
+    assert (await place(c, "us-east"))["node"]["id"] == us_edge.edge_id
+    assert (await place(c, "eu-west"))["node"]["region"] == "eu-west"
+    assert (await place(c, "mars-north"))["node"]["id"] in {e.edge_id for e in c.edges}
     us_edge.proc.kill()
     # Heartbeats every 200 ms: evicted within 3 intervals (+ scheduling slack).
 
-    def gone() -> bool:
-        body = place(c, "us-east")
+    async def gone() -> bool:
+        body = await place(c, "us-east")
         ids = {body["node"]["id"]} | {n["id"] for n in body["nodes"]}  # type: ignore[union-attr]
         return us_edge.edge_id not in ids
 
     await eventually(gone, 3.0, "discovery to forget the killed edge")
-    assert place(c, "us-east")["node"]["region"] != "us-east"
+    assert (await place(c, "us-east"))["node"]["region"] != "us-east"
 
 
 async def test_game_new_prints_a_game_and_two_tokens(cluster: Cluster) -> None:

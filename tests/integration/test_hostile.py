@@ -38,13 +38,14 @@ from tests.integration.cluster import (
     Cluster,
     Edge,
     eventually,
-    http_get,
-    http_json,
+    http_get_async,
+    http_json_async,
 )
-from tests.integration.games import Played, assert_clean_history, random_game
+from tests.integration.games import Played, assert_clean_history
+from tests.support.chess_games import random_game
 from xlmate.client import GameClient
 from xlmate.tokens import Clock, mint_seat_token, new_game_id
-from xlmate.wire import FetchRequest, MissingReply, decode, encode
+from xlmate.wire import CTL_TOPIC, FetchRequest, MissingReply, decode, encode
 
 MB = 1024 * 1024
 # RSS bounds, documented in docs/security.md with what was measured: an edge grew at most
@@ -64,7 +65,9 @@ MAX_STRIKES = 50  # docs/protocol.md: net rate-limited messages before close 400
 FLOODERS = 5
 MAX_PER_IP = 5  # edge D's --max-per-ip
 CAPACITY = 3  # edge C's --capacity
-MAX_INBOUND = 64 * 1024  # broker/server.py: biggest frame libzmq accepts on XSUB/XPUB/ROUTER
+MAX_INBOUND = 64 * 1024  # docs/security.md: biggest frame the broker accepts on XSUB/XPUB/ROUTER
+EDGE_INBOUND = 8 * MB  # docs/security.md: biggest frame an edge accepts from the broker
+WIRE_MAX_FRAME = MB  # docs/security.md: biggest bus message the wire format decodes
 
 
 # --- the cluster and the background game ---------------------------------------------
@@ -221,7 +224,7 @@ async def under_attack(
         assert game.during >= progress, f"only {game.during} moves during the attack"
         worst = max(game.latencies, default=0.0)
         assert worst < MAX_MOVE_LATENCY_S, f"a move took {worst:.3f}s to be acked under attack"
-        assert_cluster_healthy(h)
+        await assert_cluster_healthy(h)
         for name, proc in procs.items():
             grew = rss(proc.pid) - before[name]
             h.growth[name] = max(h.growth.get(name, 0), grew)
@@ -241,22 +244,29 @@ async def under_attack(
         await black.close()
 
 
-def assert_cluster_healthy(h: Hostile) -> None:
+async def assert_cluster_healthy(h: Hostile) -> None:
     """Every process alive, every /healthz 200 and ok."""
     for proc in h.c.procs:
         assert proc.alive(), f"{proc.name} died:\n{proc.log()[-3000:]}"
     bases = [h.c.discovery_url, h.c.broker_http, *(e.http for e in h.c.edges)]
     for base in bases:
-        status, body = http_json(f"{base}/healthz")
+        status, body = await http_json_async(f"{base}/healthz")
         assert status == 200 and body["status"] == "ok", (base, status, body)
 
 
 # --- small helpers --------------------------------------------------------------------
 
 
-def metric(base: str, name: str, **labels: str) -> float:
+async def health(base: str) -> dict[str, Any]:
+    """A component's /healthz body."""
+    status, body = await http_json_async(f"{base}/healthz")
+    assert isinstance(body, dict), (base, status, body)
+    return body
+
+
+async def metric(base: str, name: str, **labels: str) -> float:
     """One sample of a component's /metrics (0 when absent)."""
-    status, body = http_get(f"{base}/metrics")
+    status, body = await http_get_async(f"{base}/metrics")
     assert status == 200
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
@@ -439,7 +449,7 @@ async def test_bad_tokens_are_closed_4001_and_tokens_for_another_game_4003(
     """Garbage, forged, expired, unsigned and ill-claimed tokens: 4001; another game's: 4003."""
     async with under_attack(hostile) as game:
         gid = game.gid
-        games_before = http_json(f"{hostile.c.broker_http}/healthz")[1]["games"]
+        games_before = (await health(hostile.c.broker_http))["games"]
 
         def signed(claims: dict[str, Any], key: str = SECRET) -> str:
             return jwt.encode(claims, key, algorithm="HS256")
@@ -467,14 +477,14 @@ async def test_bad_tokens_are_closed_4001_and_tokens_for_another_game_4003(
             assert (await close_of(ws))[0] == code, token
         ws = await connect(f"{hostile.a.url}/v1/games/{gid}/ws")  # no token at all
         assert (await close_of(ws))[0] == 4001
-        assert http_json(f"{hostile.c.broker_http}/healthz")[1]["games"] == games_before
+        assert (await health(hostile.c.broker_http))["games"] == games_before
 
 
 async def test_spectating_unknown_games_is_4004_and_creates_nothing(hostile: Hostile) -> None:
     """Random game ids get 4004 (or 404 for malformed ones) and never create a game."""
     async with under_attack(hostile) as game:
-        broker_games = http_json(f"{hostile.c.broker_http}/healthz")[1]["games"]
-        edge_games = http_json(f"{hostile.a.http}/healthz")[1]["games"]
+        broker_games = (await health(hostile.c.broker_http))["games"]
+        edge_games = (await health(hostile.a.http))["games"]
         limit = asyncio.Semaphore(20)
 
         async def spectate(gid: str) -> int | None:
@@ -491,11 +501,15 @@ async def test_spectating_unknown_games_is_4004_and_creates_nothing(hostile: Hos
         for code in await asyncio.gather(*map(spectate, malformed)):
             assert code in (404, 4004)
         for gid in unknown[:20]:
-            assert http_get(f"{hostile.a.http}/v1/games/{gid}")[0] == 404
-            assert http_get(f"{hostile.b.http}/v1/games/{gid}/pgn")[0] == 404
-        assert http_json(f"{hostile.c.broker_http}/healthz")[1]["games"] == broker_games
+            assert (await http_get_async(f"{hostile.a.http}/v1/games/{gid}"))[0] == 404
+            assert (await http_get_async(f"{hostile.b.http}/v1/games/{gid}/pgn"))[0] == 404
+        assert (await health(hostile.c.broker_http))["games"] == broker_games
+
+        async def forgotten() -> bool:
+            return (await health(hostile.a.http))["games"] == edge_games
+
         await eventually(
-            lambda: http_json(f"{hostile.a.http}/healthz")[1]["games"] == edge_games,
+            forgotten,
             5.0,
             "the edge to forget the rooms of unknown games",
         )
@@ -510,8 +524,8 @@ async def test_a_flood_of_5000_messages_is_rate_limited_then_closed_4008(
 ) -> None:
     """Five sockets each send 5000 messages at once: rate_limited errors, then close 4008."""
     edge = hostile.a
-    errors_before = metric(edge.http, "xlmate_edge_client_errors_total", code="rate_limited")
-    closes_before = metric(edge.http, "xlmate_edge_closes_total", code="4008")
+    errors_before = await metric(edge.http, "xlmate_edge_client_errors_total", code="rate_limited")
+    closes_before = await metric(edge.http, "xlmate_edge_closes_total", code="4008")
     async with under_attack(hostile) as game:
 
         async def flood() -> tuple[int | None, str | None, dict[str, int]]:
@@ -543,11 +557,46 @@ async def test_a_flood_of_5000_messages_is_rate_limited_then_closed_4008(
         # Each flooder earned at least 50 strikes (an answered message takes one back), all
         # answered with rate_limited; the queue of a socket closed 4008 is dropped, so the
         # client may see fewer of them than the edge counts.
-        rate_limited = metric(edge.http, "xlmate_edge_client_errors_total", code="rate_limited")
+        rate_limited = await metric(
+            edge.http, "xlmate_edge_client_errors_total", code="rate_limited"
+        )
         extra = rate_limited - errors_before - FLOODERS * MAX_STRIKES
         assert 0 <= extra <= FLOODERS * refill, extra
-        closes = metric(edge.http, "xlmate_edge_closes_total", code="4008") - closes_before
+        closes = await metric(edge.http, "xlmate_edge_closes_total", code="4008") - closes_before
         assert closes == FLOODERS
+
+
+async def test_a_burst_gets_40_answers_and_rate_limited_errors_then_the_bucket_refills(
+    hostile: Hostile,
+) -> None:
+    """60 pings at once: the 40 of the burst (and what refilled meanwhile) answered, the rest
+    rate_limited, one reply each; later pings are answered again as the bucket refills."""
+    sent = 60
+    assert RATE_BURST < sent < RATE_BURST + MAX_STRIKES  # over the burst, under a 4008 close
+
+    def reply(message: dict[str, Any]) -> bool:
+        return message.get("type") == "pong" or message.get("code") == "rate_limited"
+
+    async with under_attack(hostile) as game:
+        ws = await opened(spectate_url(hostile.a, game.gid), compression=None)
+        started = time.monotonic()
+        for _ in range(sent):
+            await ws.send('{"type":"ping"}')
+        seen = {"pong": 0, "rate_limited": 0}
+        for _ in range(sent):
+            message = await next_message(ws, reply)
+            seen[message.get("code") or "pong"] += 1
+        refill = RATE_PER_S * (time.monotonic() - started)
+        assert RATE_BURST <= seen["pong"] <= RATE_BURST + refill, seen
+        assert seen["rate_limited"] == sent - seen["pong"], seen
+
+        async def answered() -> bool:
+            await ws.send('{"type":"ping"}')
+            return (await next_message(ws, reply))["type"] == "pong"
+
+        # A token comes back every 1/RATE_PER_S s; polling spends at most a few strikes.
+        await eventually(answered, 5.0, "the bucket to give a token back")
+        await ws.close()
 
 
 async def test_rate_limited_commands_still_get_one_error_each_with_their_id(
@@ -585,8 +634,12 @@ async def test_more_sockets_than_max_per_ip_are_closed_4008(hostile: Hostile) ->
         other = await opened(url, local_addr=("127.0.0.2", 0))  # another client address
         await mine.pop().close()
         left = len(mine) + 1
+
+        async def counted_out() -> bool:
+            return (await health(edge.http))["connections"] == left
+
         await eventually(
-            lambda: http_json(f"{edge.http}/healthz")[1]["connections"] == left,
+            counted_out,
             5.0,
             "the edge to count the closed socket out",
         )
@@ -600,28 +653,28 @@ async def test_a_full_edge_closes_1013_and_discovery_stops_offering_it(hostile: 
     edge, c = hostile.full, hostile.c
     query = f"{c.discovery_url}/v1/nodes/discovery?region={edge.region}"
 
-    def offered() -> bool:
-        status, body = http_json(query)
+    async def offered() -> bool:
+        status, body = await http_json_async(query)
         return status == 200 and edge.edge_id in [
             body["node"]["id"],
             *(n["id"] for n in body["nodes"]),
         ]
 
-    def listed() -> dict[str, Any]:
-        return next(
-            n
-            for n in http_json(f"{c.discovery_url}/v1/nodes")[1]["nodes"]
-            if n["id"] == edge.edge_id
-        )
+    async def not_offered() -> bool:
+        return not await offered()
+
+    async def listed() -> dict[str, Any]:
+        nodes = (await http_json_async(f"{c.discovery_url}/v1/nodes"))[1]["nodes"]
+        return next(n for n in nodes if n["id"] == edge.edge_id)
 
     async with under_attack(hostile) as game:
-        assert http_json(query)[1]["node"]["id"] == edge.edge_id
+        assert (await http_json_async(query))[1]["node"]["id"] == edge.edge_id
         url = spectate_url(edge, game.gid)
         sockets = [await opened(url) for _ in range(CAPACITY)]
         extra = await connect(url)
         assert await close_of(extra) == (1013, "edge full")
-        await eventually(lambda: not offered(), 5.0, "discovery to stop offering the full edge")
-        node = listed()
+        await eventually(not_offered, 5.0, "discovery to stop offering the full edge")
+        node = await listed()
         assert (node["load"], node["connections"], node["capacity"]) == (1.0, CAPACITY, CAPACITY)
         await sockets.pop().close()
         await eventually(offered, 5.0, "discovery to offer the edge again once it has room")
@@ -709,7 +762,7 @@ async def test_garbage_on_the_brokers_zeromq_ports_is_dropped_and_counted(
     ctx = zmq.asyncio.Context()
     try:
         async with under_attack(hostile) as game:
-            games_before = http_json(f"{c.broker_http}/healthz")[1]["games"]
+            games_before = (await health(c.broker_http))["games"]
             # 1. Raw TCP where ZMTP is expected: nothing of it may reach the game loop.
             for port in (c.xsub_port, c.xpub_port, c.catchup_port):
                 for payload in (
@@ -732,7 +785,7 @@ async def test_garbage_on_the_brokers_zeromq_ports_is_dropped_and_counted(
             rogue.setsockopt(zmq.LINGER, 0)
             rogue.connect(f"tcp://127.0.0.1:{c.xsub_port}")
             assert await asyncio.wait_for(rogue.recv(), 5.0) == b"\x01"
-            xsub_before = metric(c.broker_http, bad, socket="xsub")
+            xsub_before = await metric(c.broker_http, bad, socket="xsub")
             junk: list[list[bytes]] = [
                 [b"cmd", b"\xc1"],
                 [b"cmd", b"not msgpack at all"],
@@ -761,18 +814,22 @@ async def test_garbage_on_the_brokers_zeromq_ports_is_dropped_and_counted(
             expected = len(junk) + 1  # the message of two bad bodies counts twice
             for frames in junk:
                 await rogue.send_multipart(frames)
+
+            async def all_counted() -> bool:
+                return await metric(c.broker_http, bad, socket="xsub") - xsub_before >= expected
+
             await eventually(
-                lambda: metric(c.broker_http, bad, socket="xsub") - xsub_before >= expected,
+                all_counted,
                 5.0,
                 "the broker to count every junk message on XSUB",
             )
-            assert metric(c.broker_http, bad, socket="xsub") - xsub_before == expected
+            assert await metric(c.broker_http, bad, socket="xsub") - xsub_before == expected
 
             # 3. A rogue dealer on the catch-up ROUTER.
             dealer = ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
             dealer.connect(f"tcp://127.0.0.1:{c.catchup_port}")
-            router_before = metric(c.broker_http, bad, socket="router")
+            router_before = await metric(c.broker_http, bad, socket="router")
             requests: list[list[bytes]] = [
                 [b"\xc1"],
                 [msgpack.packb({"k": "nope", "q": 1})],
@@ -791,12 +848,14 @@ async def test_garbage_on_the_brokers_zeromq_ports_is_dropped_and_counted(
             await dealer.send(encode(FetchRequest(q=7, g=new_game_id(), since=None)))
             reply = decode(await asyncio.wait_for(dealer.recv(), 5.0))
             assert isinstance(reply, MissingReply) and reply.q == 7
-            assert metric(c.broker_http, bad, socket="router") - router_before == len(requests)
+            assert await metric(c.broker_http, bad, socket="router") - router_before == len(
+                requests
+            )
 
             # Nothing of this reached an edge or created a game.
             for edge in c.edges:
-                assert metric(edge.http, "xlmate_edge_bad_bus_frames_total") == 0
-            assert http_json(f"{c.broker_http}/healthz")[1]["games"] == games_before
+                assert await metric(edge.http, "xlmate_edge_bad_bus_frames_total") == 0
+            assert (await health(c.broker_http))["games"] == games_before
     finally:
         ctx.destroy(linger=0)
 
@@ -817,16 +876,27 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
             rogue.setsockopt(zmq.XPUB_VERBOSE, 1)  # pass on the same subscription again
             rogue.connect(f"tcp://127.0.0.1:{c.xsub_port}")
             assert await asyncio.wait_for(rogue.recv(), 5.0) == b"\x01"
-            xsub_before = metric(c.broker_http, bad, socket="xsub")
+            # A frame of exactly 64 KiB still reaches the broker loop (which counts the junk).
+            xsub_before = await metric(c.broker_http, bad, socket="xsub")
+            await rogue.send_multipart([b"cmd", b"x" * MAX_INBOUND])
+
+            async def counted() -> bool:
+                return await metric(c.broker_http, bad, socket="xsub") > xsub_before
+
+            await eventually(counted, 5.0, "the frame at the limit to be counted")
+            assert await metric(c.broker_http, bad, socket="xsub") - xsub_before == 1
+            # One byte more and libzmq drops it with the connection.
+            xsub_before = await metric(c.broker_http, bad, socket="xsub")
             await rogue.send_multipart([b"cmd", b"x" * (MAX_INBOUND + 1)])
             assert await asyncio.wait_for(rogue.recv(), 5.0) == b"\x01", "not disconnected"
             await rogue.send_multipart([b"cmd", b"small junk"])
+
             await eventually(
-                lambda: metric(c.broker_http, bad, socket="xsub") > xsub_before,
+                counted,
                 5.0,
                 "the small junk to be counted",
             )
-            assert metric(c.broker_http, bad, socket="xsub") - xsub_before == 1
+            assert await metric(c.broker_http, bad, socket="xsub") - xsub_before == 1
 
             # ROUTER: the same for a dealer; the reply to a later request proves the order.
             dealer = ctx.socket(zmq.DEALER)
@@ -835,7 +905,7 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
             dealer.connect(f"tcp://127.0.0.1:{c.catchup_port}")
             await dealer.send(encode(FetchRequest(q=1, g=game.gid, since=None)))
             assert decode(await asyncio.wait_for(dealer.recv(), 5.0)).q == 1
-            router_before = metric(c.broker_http, bad, socket="router")
+            router_before = await metric(c.broker_http, bad, socket="router")
             await dealer.send(b"x" * (MAX_INBOUND + 1))
             # Requests sent behind it may be lost with the dropped connection: ask until answered.
             deadline = time.monotonic() + 5
@@ -845,7 +915,7 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
                     assert decode(await dealer.recv()).q == q
                     break
                 assert time.monotonic() < deadline, "the ROUTER stopped answering"
-            assert metric(c.broker_http, bad, socket="router") == router_before
+            assert await metric(c.broker_http, bad, socket="router") == router_before
 
             # XPUB: a "subscription" that claims 64 MiB and sends 32 MiB of it.
             before = rss(c.broker.pid)
@@ -870,24 +940,81 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
         ctx.destroy(linger=0)
 
 
-def test_limits_here_match_the_code() -> None:
-    """The numbers this module attacks are the ones the code enforces (and docs/ document)."""
-    from xlmate.broker import server as broker_server
-    from xlmate.config import EdgeConfig
-    from xlmate.constants import MAX_CLIENT_FRAME
-    from xlmate.edge import server as edge_server
-    from xlmate.edge.bus import MAX_INBOUND as EDGE_INBOUND
-    from xlmate.wire import MAX_FRAME
+async def test_a_rogue_brokers_frames_over_1_mib_are_counted_and_over_8_mib_refused(
+    cluster: Cluster,
+) -> None:
+    """On an edge's bus, a frame over 1 MiB is dropped and counted; over 8 MiB libzmq hangs up."""
+    ctx = zmq.asyncio.Context()
+    try:
+        # The "broker" is the test's own XPUB on the cluster's port: no real broker runs.
+        rogue = ctx.socket(zmq.XPUB)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.setsockopt(zmq.XPUB_VERBOSER, 1)  # pass on unsubscriptions: a hang-up shows
+        rogue.bind(f"tcp://127.0.0.1:{cluster.xpub_port}")
+        edge = cluster.start_edge("eu-west", wait=False)  # not healthy without a broker's beat
 
-    assert MAX_CLIENT_FRAME == FRAME_LIMIT
-    assert (EdgeConfig().rate_per_s, EdgeConfig().rate_burst) == (RATE_PER_S, RATE_BURST)
-    assert edge_server.MAX_STRIKES == MAX_STRIKES
-    assert edge_server.QUEUE_LIMIT == 256
-    assert broker_server.MAX_INBOUND == MAX_INBOUND
-    assert (EDGE_INBOUND, MAX_FRAME) == (8 * MB, MB)
+        async def next_subscription(wanted: bytes) -> None:
+            while await rogue.recv() != wanted:
+                pass
+
+        await asyncio.wait_for(next_subscription(b"\x01" + CTL_TOPIC), 15.0)
+        bad = "xlmate_edge_bad_bus_frames_total"
+
+        async def serving() -> bool:
+            return (await http_get_async(f"{edge.http}/metrics"))[0] == 200
+
+        await eventually(serving, 15.0, "the edge to serve /metrics")
+        before = await metric(edge.http, bad)
+        for frame, what in (
+            (b"x" * EDGE_INBOUND, "exactly 8 MiB: past libzmq, over the wire format's 1 MiB"),
+            (b"x" * (WIRE_MAX_FRAME + 1), "1 MiB and a byte: refused before unpacking"),
+        ):
+            counted = await metric(edge.http, bad) - before + 1
+            await rogue.send_multipart([CTL_TOPIC, frame])
+
+            async def dropped_and_counted(counted: float = counted) -> bool:
+                return await metric(edge.http, bad) - before == counted
+
+            await eventually(dropped_and_counted, 10.0, what)
+        # One byte over 8 MiB: libzmq hangs up before buffering it (the edge's subscription
+        # goes with the connection), and the edge's loop never sees the frame.
+        await rogue.send_multipart([CTL_TOPIC, b"x" * (EDGE_INBOUND + 1)])
+        await asyncio.wait_for(next_subscription(b"\x00" + CTL_TOPIC), 10.0)
+        assert await metric(edge.http, bad) - before == 2
+        assert edge.proc.alive()
+    finally:
+        ctx.destroy(linger=0)
 
 
-def test_edge_memory_stayed_flat_over_every_attack(hostile: Hostile) -> None:
-    """Over all the attacks above (run first, in file order), no edge's RSS grew past 32 MiB."""
-    for edge_id, grew in module_growth(hostile).items():
+# --- memory over every attack -----------------------------------------------------------------
+
+# Every attack of this module; the memory test runs them all itself, so it proves its claim
+# alone, in any order, with or without the other tests.
+ATTACKS = (
+    test_malformed_messages_get_their_documented_error_codes,
+    test_binary_frames_get_bad_message_and_the_socket_stays_usable,
+    test_frames_over_4096_bytes_are_closed_1009,
+    test_slow_and_broken_handshakes_are_dropped,
+    test_bad_tokens_are_closed_4001_and_tokens_for_another_game_4003,
+    test_spectating_unknown_games_is_4004_and_creates_nothing,
+    test_a_flood_of_5000_messages_is_rate_limited_then_closed_4008,
+    test_a_burst_gets_40_answers_and_rate_limited_errors_then_the_bucket_refills,
+    test_rate_limited_commands_still_get_one_error_each_with_their_id,
+    test_more_sockets_than_max_per_ip_are_closed_4008,
+    test_a_full_edge_closes_1013_and_discovery_stops_offering_it,
+    test_a_spectator_that_never_reads_is_closed_4008_and_players_are_not_delayed,
+    test_garbage_on_the_brokers_zeromq_ports_is_dropped_and_counted,
+    test_oversize_frames_on_the_brokers_zeromq_ports_are_refused,
+)
+
+
+async def test_edge_memory_stayed_flat_over_every_attack(hostile: Hostile) -> None:
+    """Every attack of this module, run here one after another: no edge's RSS grows past 32 MiB."""
+    edges = hostile.c.edges
+    before = {edge.edge_id: rss(edge.proc.pid) for edge in edges}
+    for attack in ATTACKS:
+        await attack(hostile)
+    grown = {edge.edge_id: rss(edge.proc.pid) - before[edge.edge_id] for edge in edges}
+    print("edge RSS growth over every attack (MiB):", _mib(grown))
+    for edge_id, grew in grown.items():
         assert grew < EDGE_RSS_MODULE_BOUND, f"{edge_id} RSS grew by {grew / MB:.1f} MiB"

@@ -110,6 +110,15 @@ async def test_a_sigkilled_edge_takes_its_players_presence_with_it(
     c = shared_cluster
     eu, us, _ = c.edges
     doomed = c.start_edge("eu-west")
+    try:
+        await _white_on_a_doomed_edge(eu, us, doomed)
+    finally:  # the module's cluster goes back to its three edges for the other tests
+        doomed.proc.kill()
+        c.edges.remove(doomed)
+
+
+async def _white_on_a_doomed_edge(eu: Edge, us: Edge, doomed: Edge) -> None:
+    """The test's body: white on ``doomed`` (killed here), black on ``us``, watched from ``eu``."""
     gid, white_token, black_token = mint_game()
     async with (
         GameClient(gid, token=white_token, edge_url=doomed.url) as white,

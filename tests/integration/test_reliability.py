@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.integration.cluster import Cluster, eventually, http_get, http_json
+from tests.integration.cluster import Cluster, eventually, http_get_async, http_json_async
 from tests.integration.games import (
     Played,
     assert_clean_history,
     play,
-    random_game,
     seat_players,
 )
+from tests.support.chess_games import random_game
 from xlmate.broker.journal import pack_record, read_records
 from xlmate.client import GameClient
 
@@ -56,11 +56,11 @@ async def seat_pair(
         await black.close()
 
 
-def server_moves(c: Cluster, gid: str) -> list[str]:
+async def server_moves(c: Cluster, gid: str) -> list[str]:
     """The authoritative move list, read over HTTP from any live edge."""
     for edge in c.edges:
         if edge.proc.alive():
-            status, sync = http_json(f"{edge.http}/v1/games/{gid}")
+            status, sync = await http_json_async(f"{edge.http}/v1/games/{gid}")
             if status == 200:
                 return list(sync["moves"])
     raise AssertionError("no edge answered")
@@ -87,7 +87,7 @@ class Background:
         """Let every game finish, then check the server and every client saw each move once."""
         await asyncio.wait_for(asyncio.gather(*self.tasks), 60)
         for (gid, white, black), moves in zip(self.seats, self.scripts, strict=True):
-            assert server_moves(c, gid) == moves
+            assert await server_moves(c, gid) == moves
             for client in (white, black):
                 await client.wait_for_v(len(moves))
                 assert_clean_history(client, moves)
@@ -130,7 +130,7 @@ async def test_edge_sigkill_mid_game_players_reconnect_and_lose_nothing(
             await client.wait_for_v(len(moves))
             assert client.connected_to != victim.url
             assert_clean_history(client, moves)
-        assert server_moves(c, gid) == moves
+        assert await server_moves(c, gid) == moves
 
 
 async def test_broker_sigkill_and_restart_with_moves_in_flight(eu_cluster: Cluster) -> None:
@@ -204,8 +204,8 @@ async def test_draining_edge_leaves_discovery_at_once(eu_cluster: Cluster) -> No
         await ws.wait_closed()
         assert ws.close_code == 1012
 
-    def not_offered() -> bool:
-        status, body = http_json(f"{c.discovery_url}/v1/nodes/discovery?region=us-east")
+    async def not_offered() -> bool:
+        status, body = await http_json_async(f"{c.discovery_url}/v1/nodes/discovery?region=us-east")
         ids = [body["node"]["id"], *(n["id"] for n in body["nodes"])] if status == 200 else []
         return us.edge_id not in ids
 
@@ -230,7 +230,7 @@ async def test_forced_pubsub_gaps_are_filled_before_anything_newer(cluster: Clus
             await client.wait_for_v(len(moves))
             assert_clean_history(client, moves)
         assert white.events == black.events == watcher.events
-        status, health = await asyncio.to_thread(http_json, f"{lossy.http}/healthz")
+        status, health = await http_json_async(f"{lossy.http}/healthz")
         assert status == 200 and health["status"] == "ok"
     finally:
         for client in (white, black, watcher):
@@ -386,7 +386,7 @@ async def test_compaction_keeps_live_games_and_archives_finished_ones(cluster: C
             await client.wait_for_v(len(moves))
             assert_clean_history(client, moves)
         for gid in ended:
-            status, pgn = http_get(f"{edge.http}/v1/games/{gid}/pgn")
+            status, pgn = await http_get_async(f"{edge.http}/v1/games/{gid}/pgn")
             assert status == 200 and b"Qh4#" in pgn and b'[Result "0-1"]' in pgn
     finally:
         await white.close()
@@ -401,8 +401,8 @@ async def test_discovery_restart_loses_nothing(eu_cluster: Cluster) -> None:
     c.restart(c.discovery)
     restarted = time.monotonic()
 
-    def all_back() -> bool:
-        status, body = http_json(f"{c.discovery_url}/v1/nodes")
+    async def all_back() -> bool:
+        status, body = await http_json_async(f"{c.discovery_url}/v1/nodes")
         return status == 200 and len(body["nodes"]) == len(c.edges)
 
     await eventually(all_back, 5.0, "edges to re-register")

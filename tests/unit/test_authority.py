@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.games import random_game  # legal moves that never end the game
+from tests.support.chess_games import random_game  # legal moves that never end the game
 from xlmate.broker.archive import Archive
 from xlmate.broker.authority import Authority, Batch
 from xlmate.wire import CommandMsg, OpenRequest

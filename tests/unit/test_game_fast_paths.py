@@ -18,7 +18,7 @@ import chess
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_game_properties import expected_ending
+from tests.support.chess_games import expected_ending
 from xlmate.broker.game import (
     Game,
     TimeControl,

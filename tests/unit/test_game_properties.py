@@ -10,6 +10,7 @@ import chess
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from tests.support.chess_games import expected_ending
 from xlmate.broker.game import Game, TimeControl, TimeExpired
 from xlmate.constants import Color
 from xlmate.errors import CommandRejected
@@ -163,21 +164,6 @@ def test_random_command_streams_keep_invariants_and_replay_identically(
     second = run(time_control, abort_after_ms, inputs)
     assert first == second
     event(f"ended by {first[1]['reason']}")
-
-
-def expected_ending(board: chess.Board) -> str | None:
-    """The automatic ending python-chess sees in a position, in the game's priority order."""
-    if board.is_checkmate():
-        return "checkmate"
-    if board.is_stalemate():
-        return "stalemate"
-    if board.is_insufficient_material():
-        return "insufficient_material"
-    if board.is_repetition(3):
-        return "threefold_repetition"
-    if board.is_fifty_moves():
-        return "fifty_moves"
-    return None
 
 
 @settings(max_examples=30, deadline=None)

@@ -2,7 +2,7 @@
 
 Three kinds of target:
 
-- ``launch``: start a local cluster (``launcher.LocalCluster``) and drive it;
+- ``launch``: start a local cluster (``targets.start_cluster``) and drive it;
 - ``discovery``: drive a running cluster; seats are minted with
   ``XLMATE_SECRET`` (like ``xlmate game new``) and placed by discovery;
 - ``relay``: connect players straight to ``{url}/v1/games/{id}/ws`` of plain
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from xlmate.bench import BenchError
+from xlmate_bench import BenchError
 
 ClientKind = Literal["thin", "gameclient"]
 FsyncPolicy = Literal["always", "interval", "never"]

@@ -16,12 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from xlmate.bench import BenchError
-
-try:
-    import psutil  # type: ignore[import-untyped, unused-ignore]
-except ImportError as exc:  # psutil is in the "bench" and "test" extras, not a product dependency
-    raise BenchError("xlmate bench needs psutil: pip install 'xlmate-realtime[bench]'") from exc
+# psutil is in the "bench" and "test" extras, not a product dependency: without it the
+# import fails, and ``xlmate bench`` names the extra to install.
+import psutil  # type: ignore[import-untyped, unused-ignore]
 
 MIB = 1024 * 1024
 
