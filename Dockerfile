@@ -14,6 +14,8 @@ COPY xlmate xlmate
 COPY broker broker
 COPY edge edge
 COPY discovery discovery
+COPY benchmarks/xlmate_bench benchmarks/xlmate_bench
+COPY clients/js/xlmate-client.js clients/js/xlmate-client.js
 RUN /opt/xlmate/bin/pip install --no-cache-dir -c requirements/constraints.txt .
 
 FROM python:3.11.11-slim-bookworm

@@ -267,3 +267,28 @@ def test_deploy_readme_walks_through_both_installs() -> None:
         assert step in readme, step
     for path in re.findall(r"`((?:systemd|nginx|kubernetes)/[\w@.-]+)`", readme):
         assert (REPO / "deploy" / path).exists(), path
+
+
+def test_dockerfile_copies_everything_the_package_build_reads() -> None:
+    """The build stage COPYs each package directory and the target of every symlink in them."""
+    import tomllib
+
+    text = (REPO / "Dockerfile").read_text()
+    build_stage = text[: text.index("\nFROM ", text.index("FROM "))]
+    copied = [
+        Path(src) for src in re.findall(r"^COPY (?!--from)(\S+) \S+$", build_stage, re.MULTILINE)
+    ]
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_dirs = config.get("package-dir", {})
+
+    def is_copied(path: Path) -> bool:
+        return any(path == c or c in path.parents for c in copied)
+
+    for package in config["packages"]:
+        top = package.split(".")[0]
+        assert is_copied(Path(package_dirs.get(top, top))), package
+    for root in copied:
+        for path in [REPO / root, *(REPO / root).rglob("*")]:
+            if path.is_symlink():
+                target = path.resolve().relative_to(REPO)
+                assert is_copied(target), f"{path.relative_to(REPO)} -> {target} is not copied"
