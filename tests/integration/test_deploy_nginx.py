@@ -9,10 +9,10 @@ in the foreground as this test's child and is stopped even when a test fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -108,58 +108,90 @@ def main_conf(prefix: Path) -> str:
     )
 
 
-@pytest.fixture
-def nginx_cluster(cluster: Cluster) -> Iterator[tuple[Cluster, Nginx]]:
-    """discovery, a broker and two edges behind nginx (TLS); nginx stopped whatever happens."""
-    prefix = Path(tempfile.mkdtemp(prefix="xlmate-nginx-"))
-    prefix.chmod(0o755)  # nginx's workers (user nobody) reach their temp dirs through it
-    for sub in ("conf", "logs", "tmp"):
-        (prefix / sub).mkdir()
-    cert, key = make_cert(prefix / "conf")
-    port = free_port()
-    edge_ports = [free_port(), free_port(), free_port()]  # the third never runs (errors)
-    cluster.start_discovery()
-    cluster.start_broker()
-    (prefix / "conf" / "xlmate.conf").write_text(
-        render(
-            CONF.read_text(),
-            port=port,
-            prefix=prefix,
-            cert=cert,
-            key=key,
-            discovery=cluster.discovery_port,
-            edges=edge_ports,
-        )
-    )
-    (prefix / "conf" / "nginx.conf").write_text(main_conf(prefix))
-    nginx = Nginx(port, prefix, cert, edge_ports)
+class PortTaken(Exception):
+    """nginx could not bind its port: another process took it after ``free_port``."""
+
+
+def serves(nginx: Nginx) -> bool:
+    """nginx answers discovery's API over TLS with the test's certificate."""
+    try:
+        get_json(f"{nginx.origin}/v1/nodes", nginx.ssl_context())
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def running_nginx(nginx: Nginx) -> Iterator[None]:
+    """nginx in the foreground on its prefix's config, serving; stopped (TERM, KILL) on exit."""
+    prefix = nginx.prefix
     args = [NGINX, "-p", str(prefix), "-c", str(prefix / "conf" / "nginx.conf")]
     test = subprocess.run([*args, "-t"], capture_output=True, text=True, check=False)
     assert test.returncode == 0, test.stderr
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    with open(prefix / "logs" / "stderr.log", "w") as stderr:
+        proc = subprocess.Popen(args, stderr=stderr)
     try:
-        wait_until(lambda: (prefix / "nginx.pid").exists(), 10, "nginx to write its pid")
-        for edge_port in edge_ports[:2]:
-            cluster.start_edge(
-                "eu-west",
-                "--public-url",
-                nginx.edge_url(edge_port),
-                "--trusted-proxy",
-                "127.0.0.1",
-                "--max-per-ip",
-                str(MAX_PER_IP),
-                port=edge_port,
-            )
-        cluster.wait_registered(*cluster.edges)
-        yield cluster, nginx
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                if "Address already in use" in nginx.logs():
+                    raise PortTaken(nginx.port)
+                raise AssertionError(f"nginx exited {proc.returncode}:\n{nginx.logs()}")
+            return serves(nginx)
+
+        wait_until(up, 15, "nginx to serve discovery over TLS")
+        yield
     finally:
-        proc.send_signal(signal.SIGQUIT)  # graceful: finish and close the logs
+        proc.terminate()  # fast shutdown: open WebSockets must not hold it up
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.fixture
+def nginx_cluster(cluster: Cluster) -> Iterator[tuple[Cluster, Nginx]]:
+    """discovery, a broker and two edges behind nginx (TLS); nginx stopped whatever happens."""
+    cluster.start_discovery()
+    cluster.start_broker()
+    for attempt in range(3):  # a free port can be taken before nginx binds it
+        prefix = Path(tempfile.mkdtemp(prefix="xlmate-nginx-"))
+        try:
+            prefix.chmod(0o755)  # nginx's workers (user nobody) reach their temp dirs through it
+            for sub in ("conf", "logs", "tmp"):
+                (prefix / sub).mkdir()
+            cert, key = make_cert(prefix / "conf")
+            nginx = Nginx(free_port(), prefix, cert, [free_port(), free_port(), free_port()])
+            rendered = render(
+                CONF.read_text(),
+                port=nginx.port,
+                prefix=prefix,
+                cert=cert,
+                key=key,
+                discovery=cluster.discovery_port,
+                edges=nginx.edge_ports,  # the third never runs (upstream errors)
+            )
+            (prefix / "conf" / "xlmate.conf").write_text(rendered)
+            (prefix / "conf" / "nginx.conf").write_text(main_conf(prefix))
+            try:
+                with running_nginx(nginx):
+                    for edge_port in nginx.edge_ports[:2]:
+                        cluster.start_edge(
+                            "eu-west",
+                            *("--public-url", nginx.edge_url(edge_port)),
+                            *("--trusted-proxy", "127.0.0.1"),
+                            *("--max-per-ip", str(MAX_PER_IP)),
+                            port=edge_port,
+                        )
+                    cluster.wait_registered(*cluster.edges)
+                    yield cluster, nginx
+                    return
+            except PortTaken:
+                if attempt == 2:
+                    raise
+        finally:
+            shutil.rmtree(prefix, ignore_errors=True)
 
 
 def nginx_dump(nginx: Nginx) -> str:
