@@ -6,6 +6,7 @@ and prints the median time per applied move over ``--reps`` repetitions.
 
 ``--baseline REV`` (a git revision such as ``HEAD``, or a path to a copy of
 ``broker/game.py``) loads that other version of the module under another name
+(it imports the current ``broker.fastchess``, if it imports one at all)
 and times both in the same run, alternating which goes first, so machine
 noise hits both alike.  Before timing it checks that both versions produce
 exactly the same events for every game (clocks included), so a speed-up
@@ -21,8 +22,8 @@ under ``valgrind --tool=callgrind`` for each version, once with ``--reps 0``
 and once with ``--reps 2``, and divides the difference (two timed passes) by
 the moves played, which leaves out the setup.
 
-Module-level caches of ``broker.game`` (parsed moves, FEN rank texts) are
-warm when timing starts, as they are in a broker that has run for a while.
+Module-level caches of ``broker.fastchess`` (parsed moves, FEN rank texts)
+are warm when timing starts, as they are in a broker that has run for a while.
 """
 
 from __future__ import annotations

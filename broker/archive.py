@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,29 @@ from xlmate.constants import GAME_ID_RE
 log = logging.getLogger("xlmate.broker")
 
 
+@dataclass(frozen=True, slots=True)
+class ArchivedGame:
+    """One archive file: the game's final ``sync`` object and its PGN text.
+
+    Stored as JSON ``{"sync": ..., "pgn": ...}`` (readable with any tool);
+    unknown keys are ignored when read, like every internal format.
+    """
+
+    sync: dict[str, Any]
+    pgn: str
+
+    def to_json(self) -> bytes:
+        """The file's bytes."""
+        return orjson.dumps({"sync": self.sync, "pgn": self.pgn})
+
+    @classmethod
+    def from_json(cls, data: Any) -> ArchivedGame | None:
+        """The archived game in parsed JSON, or None if it is not one."""
+        if not isinstance(data, dict) or not isinstance(data.get("sync"), dict):
+            return None
+        return cls(data["sync"], str(data.get("pgn", "")))
+
+
 class Archive:
     """A directory of ``<gameId>.json`` files holding ``{"sync": ..., "pgn": ...}``."""
 
@@ -38,7 +62,7 @@ class Archive:
         self.durable = durable
         self._lock = threading.Lock()
         self._pending: set[str] = set()  # written, not yet known durable
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # None: stop
         self._syncer: threading.Thread | None = None
 
     def _path(self, game_id: str) -> Path:
@@ -52,7 +76,7 @@ class Archive:
         path = self._path(game_id)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            f.write(orjson.dumps({"sync": sync, "pgn": pgn}))
+            f.write(ArchivedGame(sync, pgn).to_json())
         os.replace(tmp, path)
         if not self.durable:
             return
@@ -75,12 +99,13 @@ class Archive:
             batch = [self._queue.get()]
             while not self._queue.empty() and len(batch) < 256:
                 batch.append(self._queue.get())
-            if None in batch:
+            game_ids = [game_id for game_id in batch if game_id is not None]
+            if len(game_ids) < len(batch):  # close() asked us to stop
                 return
             try:
-                self._sync_files(batch)  # type: ignore[arg-type]
+                self._sync_files(game_ids)
             except OSError:  # they stay pending, so their journal records stay too
-                log.exception("archive fsync failed for %d games", len(batch))
+                log.exception("archive fsync failed for %d games", len(game_ids))
 
     def _sync_files(self, game_ids: list[str]) -> None:
         for game_id in game_ids:
@@ -111,17 +136,15 @@ class Archive:
             self._syncer.join(timeout=5)
             self._syncer = None
 
-    def load(self, game_id: str) -> tuple[dict[str, Any], str] | None:
-        """The archived ``(sync, pgn)`` of a game, or ``None``."""
+    def load(self, game_id: str) -> ArchivedGame | None:
+        """The archived game, or ``None``."""
         try:
             path = self._path(game_id)
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("sync"), dict):
-            return None
-        return data["sync"], str(data.get("pgn", ""))
+        return ArchivedGame.from_json(data)
 
     def __contains__(self, game_id: str) -> bool:
         try:

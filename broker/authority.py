@@ -29,11 +29,20 @@ from xlmate import logs
 from xlmate.broker.archive import Archive
 from xlmate.broker.game import Game, TimeControl
 from xlmate.broker.pgn import game_pgn
-from xlmate.constants import COLORS, INTERNAL, Color
+from xlmate.broker.records import (
+    CommandApplied,
+    GameCreated,
+    GameEnded,
+    Record,
+    SeatTaken,
+    TimePassed,
+)
+from xlmate.constants import INTERNAL
 from xlmate.errors import CommandRejected, ProtocolError, XLMateError
 from xlmate.messages import command_from_wire
 from xlmate.wire import (
     AckMsg,
+    AckRef,
     CommandMsg,
     EventMsg,
     EventsReply,
@@ -72,7 +81,7 @@ def event_json(event: dict[str, Any]) -> bytes:
 class Batch:
     """What one turn of the broker loop must do: journal ``records``, then send ``frames``."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     frames: list[list[bytes]] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
 
@@ -137,33 +146,40 @@ class Authority:
         self, req: OpenRequest, now_ms: int, batch: Batch
     ) -> StateReply | EventsReply | MissingReply:
         """A seat is used: create the game if it is new, answer its state (or events since)."""
-        live = self.find(req.g)
+        game_id = req.game_id
+        live = self.find(game_id)
         if live is None:
-            archived = self.archive.load(req.g)
+            archived = self.archive.load(game_id)
             if archived is not None:
-                sync, _ = archived
-                return StateReply(q=req.q, g=req.g, v=int(sync.get("v", 0)), sync=sync)
+                return self._archived_state(req.request_id, game_id, archived.sync)
             if len(self.games) >= self.max_games:
-                log.warning("refusing game %s: %d live games", req.g, len(self.games))
-                return MissingReply(q=req.q, g=req.g)
-            tc = req.tc or [0, 0]
-            record = {"t": "create", "g": req.g, "tc": tc, "ms": now_ms}
-            live = self._create(record)
-            batch.records.append(record)
-        if req.p is not None and live.game.players_id(req.s) is None:  # type: ignore[arg-type]
-            record = {"t": "seat", "g": req.g, "s": req.s, "p": req.p}
-            live.game.seat(req.s, req.p)  # type: ignore[arg-type]
-            batch.records.append(record)
-        return self.fetch(FetchRequest(q=req.q, g=req.g, since=req.since), now_ms)
+                log.warning("refusing game %s: %d live games", game_id, len(self.games))
+                return MissingReply(request_id=req.request_id, game_id=game_id)
+            created = GameCreated(game_id=game_id, clock=req.clock or [0, 0], ms=now_ms)
+            live = self._create(created)
+            batch.records.append(created)
+        if req.player_id is not None and live.game.player(req.seat) is None:
+            seated = SeatTaken(game_id=game_id, seat=req.seat, player_id=req.player_id)
+            live.game.seat(req.seat, req.player_id)
+            batch.records.append(seated)
+        fetch = FetchRequest(request_id=req.request_id, game_id=game_id, since=req.since)
+        return self.fetch(fetch, now_ms)
 
-    def _create(self, record: dict[str, Any]) -> LiveGame:
-        initial_ms, increment_ms = record["tc"]
+    @staticmethod
+    def _archived_state(request_id: int, game_id: str, sync: dict[str, Any]) -> StateReply:
+        return StateReply(
+            request_id=request_id, game_id=game_id, v=int(sync.get("v", 0)), sync=sync
+        )
+
+    def _create(self, record: GameCreated) -> LiveGame:
+        initial_ms, increment_ms = record.clock
         time_control = (
             TimeControl(initial_ms, increment_ms) if initial_ms else TimeControl.from_claim(None)
         )
-        game = Game(record["g"], time_control, record["ms"], abort_after_ms=self.abort_after_ms)
-        live = LiveGame(game, game_topic(record["g"]), deque(maxlen=self.history))
-        self.games[record["g"]] = live
+        game_id = record.game_id
+        game = Game(game_id, time_control, record.ms, abort_after_ms=self.abort_after_ms)
+        live = LiveGame(game, game_topic(game_id), deque(maxlen=self.history))
+        self.games[game_id] = live
         self._schedule(live)
         return live
 
@@ -172,17 +188,17 @@ class Authority:
     def command(self, msg: CommandMsg, now_ms: int, batch: Batch) -> None:
         """Apply one player command; queue its events, ack or rejection."""
         self.commands_total += 1
-        live = self.games.get(msg.g)
+        live = self.games.get(msg.game_id)
         if live is None:
-            done = self.finished.get(msg.g)
-            if done is not None or msg.g in self.archive:
+            done = self.finished.get(msg.game_id)
+            if done is not None or msg.game_id in self.archive:
                 self._reject(msg, "game_over", "the game is over", batch)
             else:
                 self._reject(msg, INTERNAL, "the broker does not know this game", batch)
             return
         try:
-            body = command_from_wire(msg.c)
-            applied = live.game.apply(msg.s, body, now_ms, f"{msg.s}:{msg.i}")  # type: ignore[arg-type]
+            body = command_from_wire(msg.command)
+            applied = live.game.apply(msg.seat, body, now_ms, f"{msg.seat}:{msg.command_id}")
         except CommandRejected as exc:
             self._after_rejection(live, now_ms, batch)
             self._reject(msg, exc.code, exc.message, batch)
@@ -194,22 +210,22 @@ class Authority:
             self.duplicates_total += 1
         else:
             batch.records.append(
-                {
-                    "t": "cmd",
-                    "g": msg.g,
-                    "s": msg.s,
-                    "i": msg.i,
-                    "c": msg.c,
-                    "ms": now_ms,
-                    "v": applied.v,
-                }
+                CommandApplied(
+                    game_id=msg.game_id,
+                    seat=msg.seat,
+                    command_id=msg.command_id,
+                    command=msg.command,
+                    ms=now_ms,
+                    v=applied.v,
+                )
             )
         if applied.events and not applied.duplicate:
             # The last event carries the ack: one message per move instead of two.
-            self._emit(live, applied.events, batch, ack=[msg.e, msg.s, msg.i])
+            ack_ref = AckRef(msg.edge_id, msg.seat, msg.command_id)
+            self._emit(live, applied.events, batch, ack=ack_ref)
         else:
-            ack = AckMsg(g=msg.g, s=msg.s, i=msg.i, v=applied.v)
-            batch.publish(edge_topic(msg.e), encode(ack))
+            ack = AckMsg(game_id=msg.game_id, seat=msg.seat, command_id=msg.command_id, v=applied.v)
+            batch.publish(edge_topic(msg.edge_id), encode(ack))
         self._after_change(live, batch)
 
     def _after_rejection(self, live: LiveGame, now_ms: int, batch: Batch) -> None:
@@ -218,15 +234,17 @@ class Authority:
 
     def _reject(self, msg: CommandMsg, code: str, text: str, batch: Batch) -> None:
         self.rejected_total += 1
-        reject = RejectMsg(g=msg.g, s=msg.s, i=msg.i, code=code, msg=text)
-        batch.publish(edge_topic(msg.e), encode(reject))
+        reject = RejectMsg(
+            game_id=msg.game_id, seat=msg.seat, command_id=msg.command_id, code=code, message=text
+        )
+        batch.publish(edge_topic(msg.edge_id), encode(reject))
 
     def _emit(
         self,
         live: LiveGame,
         events: list[dict[str, Any]],
         batch: Batch,
-        ack: list[str] | None = None,
+        ack: AckRef | None = None,
     ) -> None:
         """Publish ``events`` (and keep them for catch-up); the last one carries ``ack``."""
         topic, history, game_id = live.topic, live.history, live.game.game_id
@@ -236,7 +254,7 @@ class Authority:
             v = event["v"]
             history.append((v, data))
             carried = ack if event is last else None
-            batch.publish(topic, encode(EventMsg(g=game_id, v=v, j=data, a=carried)))
+            batch.publish(topic, encode(EventMsg(game_id=game_id, v=v, json=data, ack=carried)))
         self.events_total += len(events)
         self.touched.add(game_id)
 
@@ -249,7 +267,7 @@ class Authority:
         for game_id in self.touched:
             live = self.find(game_id)
             if live is not None:
-                batch.publish(live.topic, encode(HeadMsg(g=game_id, v=live.game.v)))
+                batch.publish(live.topic, encode(HeadMsg(game_id=game_id, v=live.game.v)))
         self.touched.clear()
 
     def _after_change(self, live: LiveGame, batch: Batch) -> None:
@@ -297,13 +315,13 @@ class Authority:
         """Tick one game; journal and publish what time alone caused."""
         events = live.game.tick(now_ms)
         if events:
-            batch.records.append({"t": "tick", "g": live.game.game_id, "ms": now_ms})
+            batch.records.append(TimePassed(game_id=live.game.game_id, ms=now_ms))
             self._emit(live, events, batch)
             self._after_change(live, batch)
 
     # --- finishing ----------------------------------------------------------------
 
-    def finish(self, game_id: str, now_ms: int) -> dict[str, Any] | None:
+    def finish(self, game_id: str, now_ms: int) -> GameEnded | None:
         """Archive a game that ended; return the journal's ``end`` record."""
         live = self.games.pop(game_id, None)
         if live is None:
@@ -326,64 +344,67 @@ class Authority:
         self.finished[game_id] = live
         while len(self.finished) > MAX_FINISHED_IN_MEMORY:
             self.finished.popitem(last=False)
-        return {"t": "end", "g": game_id}
+        return GameEnded(game_id=game_id)
 
     # --- catch-up ---------------------------------------------------------------------
 
     def fetch(self, req: FetchRequest, now_ms: int) -> StateReply | EventsReply | MissingReply:
         """Events after ``since`` if the history holds them all, else the full state."""
-        live = self.find(req.g)
+        request_id, game_id = req.request_id, req.game_id
+        live = self.find(game_id)
         if live is None:
-            archived = self.archive.load(req.g)
+            archived = self.archive.load(game_id)
             if archived is None:
-                return MissingReply(q=req.q, g=req.g)
-            sync, _ = archived
-            return StateReply(q=req.q, g=req.g, v=int(sync.get("v", 0)), sync=sync)
+                return MissingReply(request_id=request_id, game_id=game_id)
+            return self._archived_state(request_id, game_id, archived.sync)
         head = live.game.v
         since = req.since
         if since is not None and since <= head:
             if since == head:
-                return EventsReply(q=req.q, g=req.g, v=head, evs=[])
+                return EventsReply(request_id=request_id, game_id=game_id, v=head, events=[])
             history = live.history
             if history and history[0][0] <= since + 1:
                 start = since + 1 - history[0][0]
-                evs = [data for _, data in list(history)[start:]]
-                return EventsReply(q=req.q, g=req.g, v=head, evs=evs)
-        return StateReply(q=req.q, g=req.g, v=head, sync=self._sync(live, now_ms))
+                events = [data for _, data in list(history)[start:]]
+                return EventsReply(request_id=request_id, game_id=game_id, v=head, events=events)
+        sync = self._sync(live, now_ms)
+        return StateReply(request_id=request_id, game_id=game_id, v=head, sync=sync)
 
     def pgn(self, req: PgnRequest) -> PgnReply | MissingReply:
         """The PGN of a live, finished or archived game."""
-        live = self.find(req.g)
+        request_id, game_id = req.request_id, req.game_id
+        live = self.find(game_id)
         if live is not None:
-            return PgnReply(q=req.q, g=req.g, text=live.pgn or game_pgn(live.game))
-        archived = self.archive.load(req.g)
+            text = live.pgn or game_pgn(live.game)
+            return PgnReply(request_id=request_id, game_id=game_id, text=text)
+        archived = self.archive.load(game_id)
         if archived is None:
-            return MissingReply(q=req.q, g=req.g)
-        return PgnReply(q=req.q, g=req.g, text=archived[1])
+            return MissingReply(request_id=request_id, game_id=game_id)
+        return PgnReply(request_id=request_id, game_id=game_id, text=archived.pgn)
 
     def head(self, game_id: str) -> bytes | None:
         """A ``head`` message for a game edges just subscribed to."""
         live = self.find(game_id)
         if live is None:
             return None
-        return encode(HeadMsg(g=game_id, v=live.game.v))
+        return encode(HeadMsg(game_id=game_id, v=live.game.v))
 
     # --- presence -----------------------------------------------------------------------
 
     def presence_report(self, msg: PresenceReport, now_ms: int, batch: Batch) -> None:
         """An edge's socket counts for one game."""
-        self.edge_seen[msg.e] = now_ms
-        live = self.find(msg.g)
+        self.edge_seen[msg.edge_id] = now_ms
+        live = self.find(msg.game_id)
         if live is None:
             return
-        counts = (msg.w, msg.b, msg.x)
+        counts = (msg.white, msg.black, msg.spectators)
         # An edge's counts changed (a socket came or went): publish even if the total did not,
         # so a socket that just joined (say a second tab of a seat) learns the presence too.
-        changed = live.presence.get(msg.e, (0, 0, 0)) != counts
-        if msg.w or msg.b or msg.x:
-            live.presence[msg.e] = counts
+        changed = live.presence.get(msg.edge_id, (0, 0, 0)) != counts
+        if any(counts):
+            live.presence[msg.edge_id] = counts
         else:
-            live.presence.pop(msg.e, None)
+            live.presence.pop(msg.edge_id, None)
         self._show_presence(live, batch, force=changed)
 
     def edge_beat(self, edge_id: str, now_ms: int) -> None:
@@ -422,54 +443,53 @@ class Authority:
                 "spectators": spectators,
             }
         )
-        batch.publish(live.topic, encode(PresenceMsg(g=live.game.game_id, j=data)))
+        batch.publish(live.topic, encode(PresenceMsg(game_id=live.game.game_id, json=data)))
 
     # --- replay -------------------------------------------------------------------------
 
-    def replay(self, records: list[dict[str, Any]]) -> None:
+    def replay(self, records: list[Record]) -> None:
         """Rebuild games from journal records (nothing is published or journaled)."""
         scratch = Batch()
         for record in records:
             try:
                 self._replay_one(record, scratch)
             except (XLMateError, KeyError, TypeError, ValueError) as exc:
-                log.error("journal record for %s could not be replayed: %r", record.get("g"), exc)
+                log.error("journal record for %s could not be replayed: %r", record.game_id, exc)
             scratch.frames.clear()
             scratch.records.clear()
             scratch.finished.clear()
         self.touched.clear()
 
-    def _replay_one(self, record: dict[str, Any], scratch: Batch) -> None:
-        kind, game_id = record["t"], record["g"]
-        if kind == "create":
+    def _replay_one(self, record: Record, scratch: Batch) -> None:
+        game_id = record.game_id
+        if isinstance(record, GameCreated):
             if game_id not in self.games:
                 self._create(record)
             return
-        if kind == "end":
+        if isinstance(record, GameEnded):
             self.games.pop(game_id, None)
             return
         live = self.games.get(game_id)
         if live is None:
             return
-        if kind == "seat":
-            live.game.seat(record["s"], record["p"])
-        elif kind == "tick":
-            self._emit(live, live.game.tick(record["ms"]), scratch)
+        if isinstance(record, SeatTaken):
+            live.game.seat(record.seat, record.player_id)
+        elif isinstance(record, TimePassed):
+            self._emit(live, live.game.tick(record.ms), scratch)
             self._after_change(live, scratch)
-        elif kind == "cmd":
-            color: Color = record["s"]
-            if color not in COLORS:
-                raise ValueError("bad seat")
+        else:
+            seat = record.seat
             try:
                 applied = live.game.apply(
-                    color, command_from_wire(record["c"]), record["ms"], f"{color}:{record['i']}"
+                    seat,
+                    command_from_wire(record.command),
+                    record.ms,
+                    f"{seat}:{record.command_id}",
                 )
             except CommandRejected as exc:
-                log.error("journal replay of %s v%s was refused: %s", game_id, record.get("v"), exc)
+                log.error("journal replay of %s v%s was refused: %s", game_id, record.v, exc)
                 return
-            if applied.v != record.get("v"):
-                log.error(
-                    "journal replay of %s gave v%s, not v%s", game_id, applied.v, record.get("v")
-                )
+            if applied.v != record.v:
+                log.error("journal replay of %s gave v%s, not v%s", game_id, applied.v, record.v)
             self._emit(live, applied.events, scratch)
             self._after_change(live, scratch)

@@ -29,7 +29,6 @@ docs/game-rules.md; they follow lichess where docs/protocol.md is silent.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,6 +36,21 @@ from typing import Any, Final, Literal
 
 import chess
 
+from xlmate.broker.fastchess import (
+    Safety,
+    board_ranks,
+    fen_from_ranks,
+    has_legal_move,
+    is_legal,
+    is_threefold,
+    king_safety,
+    parse_uci,
+    rank_fen,
+    remember_legal,
+    san_without_suffix,
+)
+from xlmate.broker.offers import OfferKind, Offers, Outcome
+from xlmate.broker.offers import answer as offer_answer
 from xlmate.constants import (
     BAD_MESSAGE,
     DEFAULT_INCREMENT_S,
@@ -49,7 +63,7 @@ from xlmate.constants import (
     other,
 )
 from xlmate.errors import CommandRejected, ConfigError
-from xlmate.messages import Draw, GameCommand, Move, Resign, Takeback
+from xlmate.messages import Draw, GameCommand, Move, OfferAction, Resign, Takeback
 
 Event = dict[str, Any]
 Status = Literal["waiting", "started", "over"]
@@ -172,18 +186,17 @@ class Game:
     __slots__ = (
         "_board",
         "_clocks_running",
-        "_draw_offer",
         "_first_mover",
         "_increment_ms",
         "_keys",
         "_left",
+        "_offers",
         "_players",
         "_ranks",
         "_reason",
         "_result",
         "_safety",
         "_san",
-        "_takeback_offer",
         "_turn_started_ms",
         "_uci",
         "abort_after_ms",
@@ -217,9 +230,9 @@ class Game:
         self._board = _starting_board(starting_fen)
         # The FEN placement of the board, rank by rank (rank 8 first): a move
         # rebuilds only the ranks it changed.
-        self._ranks = _board_ranks(self._board)
-        # King safety of the side to move (see _king_safety), None until needed.
-        self._safety: _Safety | None = None
+        self._ranks = board_ranks(self._board)
+        # King safety of the side to move (see king_safety), None until needed.
+        self._safety: Safety | None = None
         self._first_mover: Color = "white" if self._board.turn else "black"
         self.v = 0
         self.status: Status = "waiting"
@@ -239,8 +252,7 @@ class Game:
         # Sticky: true once both sides have made a move, even if a takeback
         # later removes those moves.
         self._clocks_running = False
-        self._draw_offer: Color | None = None
-        self._takeback_offer: Color | None = None
+        self._offers = Offers()
         self._keys: OrderedDict[str, int] = OrderedDict()
 
     # ----------------------------------------------------------------- read-only views
@@ -278,7 +290,7 @@ class Game:
     @property
     def offers(self) -> dict[str, Color | None]:
         """The standing offers: ``{"draw": color | None, "takeback": color | None}``."""
-        return {"draw": self._draw_offer, "takeback": self._takeback_offer}
+        return self._offers.as_dict()
 
     def player(self, color: Color) -> str | None:
         """The platform id recorded for a seat, or None (also for an unknown color)."""
@@ -297,10 +309,6 @@ class Game:
         self._board.clear_stack()
         self._keys.clear()
         self._safety = None
-
-    def players_id(self, color: Color) -> str | None:
-        """Same as ``player``; the name broker/authority.py calls."""
-        return self._players.get(color)
 
     def seat(self, color: Color, player_id: str | None) -> None:
         """Record the platform id (``sub``) of a seat; the first non-None id sticks.
@@ -341,7 +349,7 @@ class Game:
             "gameId": self.game_id,
             "v": self.v,
             "status": self.status,
-            "fen": _fen_from_ranks(self._board, self._ranks),
+            "fen": fen_from_ranks(self._board, self._ranks),
             "moves": list(self._uci),
             "san": list(self._san),
             "turn": self.turn,
@@ -352,7 +360,7 @@ class Game:
                 "white": {"id": self._players["white"], "online": False},
                 "black": {"id": self._players["black"], "online": False},
             },
-            "offers": {"draw": self._draw_offer, "takeback": self._takeback_offer},
+            "offers": self._offers.as_dict(),
         }
 
     # ----------------------------------------------------------------- inputs
@@ -433,7 +441,7 @@ class Game:
         ``is_repetition(3)``...) but it does less work for them, which the
         property tests in tests/unit/test_game_fast_paths.py pin down:
 
-        - one king-safety computation per position (``_king_safety``) serves
+        - one king-safety computation per position (``king_safety``) serves
           the check suffix, the mate/stalemate test and the next move's
           legality test, and one legal-move search serves both the ``#``
           suffix and the ending, where ``is_legal``, ``san_and_push`` and the
@@ -446,24 +454,21 @@ class Game:
         board = self._board
         if board.turn != _CHESS_COLOR[color]:
             raise CommandRejected(NOT_YOUR_TURN, "it is not your turn")
-        move = _MOVES.get(uci)
-        if move is None:
-            try:
-                move = chess.Move.from_uci(uci)
-            except ValueError:
-                raise CommandRejected(ILLEGAL_MOVE, f"{uci} is not a legal move") from None
+        try:
+            move = parse_uci(uci)
+        except ValueError:
+            raise CommandRejected(ILLEGAL_MOVE, f"{uci} is not a legal move") from None
         safety = self._safety
         if safety is None:
-            safety = self._safety = _king_safety(board)
+            safety = self._safety = king_safety(board)
         castling = board.is_castling(move)
-        if not _is_legal(board, move, safety) or (
+        if not is_legal(board, move, safety) or (
             # python-chess also takes king-takes-rook (e1h1) as castling; the
             # contract is standard UCI only (e1g1, e1c1).
             castling and abs((move.from_square & 7) - (move.to_square & 7)) != 2
         ):
             raise CommandRejected(ILLEGAL_MOVE, f"{uci} is not a legal move")
-        if len(_MOVES) < _MAX_MOVES:
-            _MOVES[uci] = move  # only legal moves: a bounded set of UCI strings
+        remember_legal(uci, move)
 
         if self._clocks_running:
             elapsed = now_ms - self._turn_started_ms
@@ -471,11 +476,11 @@ class Game:
             if elapsed > 0:
                 left -= elapsed
             self._left[color] = left
-        san = _san_without_suffix(board, move, castling)
+        san = san_without_suffix(board, move, castling)
         board.push(move)
-        safety = self._safety = _king_safety(board)
+        safety = self._safety = king_safety(board)
         in_check = bool(safety[2])
-        stuck = not _has_legal_move(board, safety)
+        stuck = not has_legal_move(board, safety)
         if in_check:
             san += "#" if stuck else "+"
         self._update_ranks(move)
@@ -486,12 +491,9 @@ class Game:
             self._clocks_running = True
         if self.status == "waiting":
             self.status = "started"
-        # A draw offer lapses when the offerer's opponent moves; a takeback
-        # offer lapses when the offerer moves on.
-        if self._draw_offer is not None and self._draw_offer != color:
-            self._draw_offer = None
-        if self._takeback_offer == color:
-            self._takeback_offer = None
+        offers = self._offers
+        if offers.draw is not None or offers.takeback is not None:
+            offers.after_move(color)  # offers lapse (broker.offers)
 
         ending = self._automatic_ending(color, in_check, stuck)
         if ending is not None:
@@ -507,7 +509,7 @@ class Game:
                 "from": uci[0:2],
                 "to": uci[2:4],
                 "promotion": uci[4] if len(uci) == 5 else None,
-                "fen": _fen_from_ranks(board, self._ranks),
+                "fen": fen_from_ranks(board, self._ranks),
                 "by": color,
                 "clock": self.clock(now_ms),
             }
@@ -527,9 +529,9 @@ class Game:
         board = self._board
         from_rank = move.from_square >> 3
         to_rank = move.to_square >> 3
-        ranks[7 - from_rank] = _rank_fen(board, from_rank)
+        ranks[7 - from_rank] = rank_fen(board, from_rank)
         if to_rank != from_rank:
-            ranks[7 - to_rank] = _rank_fen(board, to_rank)
+            ranks[7 - to_rank] = rank_fen(board, to_rank)
 
     def _automatic_ending(
         self, mover: Color, in_check: bool, stuck: bool
@@ -548,7 +550,7 @@ class Game:
         if not (board.pawns | board.rooks | board.queens) and board.is_insufficient_material():
             return DRAWN, "insufficient_material"
         # A third occurrence needs at least 8 plies without a pawn move or capture.
-        if board.halfmove_clock >= 8 and _is_threefold(board):
+        if board.halfmove_clock >= 8 and is_threefold(board):
             return DRAWN, "threefold_repetition"
         if board.halfmove_clock >= 100:
             return DRAWN, "fifty_moves"
@@ -556,21 +558,26 @@ class Game:
 
     # ----------------------------------------------------------------- offers
 
-    def _draw(self, color: Color, action: str, now_ms: int) -> list[Event]:
-        """Draw offer / accept / decline (offering against a standing offer accepts it)."""
-        offer = self._draw_offer
-        if action == "offer":
-            if offer == color:
-                return []
-            if offer is None:
-                self._draw_offer = color
-                return [self._offer_event("draw", "offer", color)]
-            action = "accept"
-        if offer != other(color):
-            raise CommandRejected(NO_OFFER, "your opponent has not offered a draw")
-        if action == "decline":
-            self._draw_offer = None
-            return [self._offer_event("draw", "decline", color)]
+    def _offer(self, kind: OfferKind, color: Color, action: OfferAction) -> Outcome:
+        """Run an offer command through the shared state machine (``broker.offers``).
+
+        Refuses an answer to no offer; the caller acts on ``ACCEPTED``.
+        """
+        outcome, standing = offer_answer(self._offers.standing(kind), color, action)
+        if outcome is Outcome.NO_OFFER:
+            raise CommandRejected(NO_OFFER, f"your opponent has not offered a {kind}")
+        if outcome is Outcome.OFFERED and kind == "takeback" and not self._has_move(color):
+            raise CommandRejected(ILLEGAL_MOVE, "you have no move to take back")
+        self._offers.set(kind, standing)
+        return outcome
+
+    def _draw(self, color: Color, action: OfferAction, now_ms: int) -> list[Event]:
+        """Draw offer / accept / decline; accepting ends the game drawn."""
+        outcome = self._offer("draw", color, action)
+        if outcome is Outcome.REPEATED:
+            return []
+        if outcome is not Outcome.ACCEPTED:
+            return [self._offer_event("draw", outcome.value, color)]
         self._stop_clock(now_ms)
         self._finish(DRAWN, "draw_agreed")
         return [self._offer_event("draw", "accept", color), self._game_over_event()]
@@ -580,23 +587,13 @@ class Game:
         count = len(self._uci)
         return count >= 2 or (count == 1 and self._first_mover == color)
 
-    def _takeback(self, color: Color, action: str, now_ms: int) -> list[Event]:
-        """Takeback offer / accept / decline (offering against a standing offer accepts it)."""
-        offer = self._takeback_offer
-        if action == "offer":
-            if offer == color:
-                return []
-            if offer is None:
-                if not self._has_move(color):
-                    raise CommandRejected(ILLEGAL_MOVE, "you have no move to take back")
-                self._takeback_offer = color
-                return [self._offer_event("takeback", "offer", color)]
-            action = "accept"
-        if offer != other(color):
-            raise CommandRejected(NO_OFFER, "your opponent has not offered a takeback")
-        if action == "decline":
-            self._takeback_offer = None
-            return [self._offer_event("takeback", "decline", color)]
+    def _takeback(self, color: Color, action: OfferAction, now_ms: int) -> list[Event]:
+        """Takeback offer / accept / decline; accepting undoes the offerer's last move."""
+        outcome = self._offer("takeback", color, action)
+        if outcome is Outcome.REPEATED:
+            return []
+        if outcome is not Outcome.ACCEPTED:
+            return [self._offer_event("takeback", outcome.value, color)]
 
         # Accept: undo the offerer's last move, and the accepter's reply if any.
         # Time already spent stays spent: the side to move is charged up to now.
@@ -607,11 +604,10 @@ class Game:
             board.pop()
             self._uci.pop()
             self._san.pop()
-        self._ranks = _board_ranks(board)
+        self._ranks = board_ranks(board)
         self._safety = None
         self._turn_started_ms = now_ms
-        self._draw_offer = None
-        self._takeback_offer = None
+        self._offers.clear()
         self.v += 1
         return [
             {
@@ -620,7 +616,7 @@ class Game:
                 "v": self.v,
                 "action": "accept",
                 "by": color,
-                "fen": _fen_from_ranks(board, self._ranks),
+                "fen": fen_from_ranks(board, self._ranks),
                 "moves": list(self._uci),
                 "clock": self.clock(now_ms),
             }
@@ -628,7 +624,7 @@ class Game:
 
     # ----------------------------------------------------------------- helpers
 
-    def _offer_event(self, kind: str, action: str, by: Color) -> Event:
+    def _offer_event(self, kind: OfferKind, action: str, by: Color) -> Event:
         self.v += 1
         return {"type": kind, "gameId": self.game_id, "v": self.v, "action": action, "by": by}
 
@@ -646,8 +642,7 @@ class Game:
         self.status = "over"
         self._result = result
         self._reason = reason
-        self._draw_offer = None
-        self._takeback_offer = None
+        self._offers.clear()
 
     def _game_over_event(self) -> Event:
         self.v += 1
@@ -665,226 +660,7 @@ class Game:
         return self._game_over_event()
 
 
-# --------------------------------------------------------------------------- FEN and SAN
-
-_RUNS: Final = tuple(("1" * n, str(n)) for n in range(8, 1, -1))
-_SQUARE_NAMES: Final = chess.SQUARE_NAMES
-_FILE_NAMES: Final = chess.FILE_NAMES
-_BB_SQUARES: Final = chess.BB_SQUARES
-_LETTERS: Final = ("", "", "N", "B", "R", "Q", "K")  # SAN piece letter by piece type
-
-# Parsed moves by UCI string.  Only moves that were legal somewhere go in, so
-# it holds a bounded set of strings (garbage is parsed and refused each time).
-_MOVES: dict[str, chess.Move] = {}
-_MAX_MOVES: Final = 8192
-
-# FEN text of one rank by its contents (see _rank_fen); cleared when full.
-_RANK_TEXT: dict[int, str] = {}
-_MAX_RANK_TEXT: Final = 1 << 15
-
-# The FEN castling field of a standard board by its (clean) castling rights,
-# which in standard chess are a subset of the four corners; python-chess's
-# castling_xfen() writes them in this order.
-_CORNERS: Final = ((chess.BB_H1, "K"), (chess.BB_A1, "Q"), (chess.BB_H8, "k"), (chess.BB_A8, "q"))
-_CASTLING_TEXT: Final[dict[int, str]] = {
-    sum(corner for corner, _ in chosen): "".join(letter for _, letter in chosen) or "-"
-    for count in range(len(_CORNERS) + 1)
-    for chosen in itertools.combinations(_CORNERS, count)
-}
-
-
-def _rank_fen(board: chess.Board, rank: int) -> str:
-    """The FEN placement text of one rank (0 is rank 1): ``"rnbqkbnr"``, ``"4P3"``, ``"8"``.
-
-    Memoised by the rank's contents (its byte of each piece bitboard and of
-    the white pieces, packed into one int), since few distinct ranks occur
-    in play; building the text costs twice as much as the lookup.
-    """
-    shift = rank * 8
-    if not (board.occupied >> shift) & 0xFF:
-        return "8"
-    white = (board.occupied_co[chess.WHITE] >> shift) & 0xFF
-    pawns = (board.pawns >> shift) & 0xFF
-    knights = (board.knights >> shift) & 0xFF
-    bishops = (board.bishops >> shift) & 0xFF
-    rooks = (board.rooks >> shift) & 0xFF
-    queens = (board.queens >> shift) & 0xFF
-    kings = (board.kings >> shift) & 0xFF
-    key = (
-        pawns
-        | knights << 8
-        | bishops << 16
-        | rooks << 24
-        | queens << 32
-        | kings << 40
-        | white << 48
-    )
-    text = _RANK_TEXT.get(key)
-    if text is not None:
-        return text
-    cells = ["1"] * 8
-    for bits, upper, lower in (
-        (pawns, "P", "p"),
-        (knights, "N", "n"),
-        (bishops, "B", "b"),
-        (rooks, "R", "r"),
-        (queens, "Q", "q"),
-        (kings, "K", "k"),
-    ):
-        while bits:
-            low = bits & -bits
-            cells[low.bit_length() - 1] = upper if white & low else lower
-            bits ^= low
-    text = "".join(cells)
-    for run, count in _RUNS:
-        if run in text:
-            text = text.replace(run, count)
-    if len(_RANK_TEXT) >= _MAX_RANK_TEXT:
-        _RANK_TEXT.clear()
-    _RANK_TEXT[key] = text
-    return text
-
-
-def _board_ranks(board: chess.Board) -> list[str]:
-    """The eight FEN rank texts of ``board``, in FEN order (rank 8 first)."""
-    return [_rank_fen(board, rank) for rank in range(7, -1, -1)]
-
-
-def _fen_from_ranks(board: chess.Board, ranks: list[str]) -> str:
-    """``board.fen()`` given ``ranks``, the board's rank texts in FEN order."""
-    ep_square = board.ep_square
-    ep = _SQUARE_NAMES[ep_square] if ep_square is not None and board.has_legal_en_passant() else "-"
-    if board.castling_rights:
-        castling = _CASTLING_TEXT.get(board.clean_castling_rights())
-        if castling is None:  # rights off the corners: not standard chess
-            castling = board.castling_xfen()
-    else:
-        castling = "-"
-    return (
-        f"{'/'.join(ranks)} {'w' if board.turn else 'b'} {castling} {ep} "
-        f"{board.halfmove_clock} {board.fullmove_number}"
-    )
-
-
-def fast_fen(board: chess.Board) -> str:
-    """``board.fen()`` for standard chess, several times faster.
-
-    python-chess builds the placement square by square through ``piece_at``
-    and the castling field through a loop over rooks; this builds each rank
-    from the piece bitboards (memoised, ``_rank_fen``) and looks the castling
-    field up.  ``Game`` goes further on moves and rebuilds only the one or two
-    ranks a move changed.  Tests compare it with ``board.fen()`` on random
-    games.
-    """
-    return _fen_from_ranks(board, _board_ranks(board))
-
-
-def _san_without_suffix(board: chess.Board, move: chess.Move, castling: bool) -> str:
-    """``board.san(move)`` without its ``+``/``#``, for a legal ``move`` not yet pushed.
-
-    ``castling`` is ``board.is_castling(move)``.  python-chess searches the
-    legal moves of the other pieces of the mover's kind for every piece move,
-    to disambiguate (``Nbd2``); here that search (python-chess's own,
-    ``_algebraic_without_suffix``) runs only when another such piece attacks
-    the target square at all, which is rare.  Tests compare the result with
-    ``board.san`` on random games.
-    """
-    from_square = move.from_square
-    to_square = move.to_square
-    if castling:
-        return "O-O-O" if to_square & 7 < from_square & 7 else "O-O"
-    piece_type = board.piece_type_at(from_square)
-    capture = bool(board.occupied_co[not board.turn] & _BB_SQUARES[to_square]) or (
-        board.is_en_passant(move)
-    )
-    if piece_type == chess.PAWN:
-        san = _SQUARE_NAMES[to_square]
-        if capture:
-            san = _FILE_NAMES[from_square & 7] + "x" + san
-        if move.promotion:
-            san += "=" + _LETTERS[move.promotion]
-        return san
-    assert piece_type is not None  # a legal move starts on a piece
-    others = board.pieces_mask(piece_type, board.turn) & ~_BB_SQUARES[from_square]
-    if others and board.attackers_mask(board.turn, to_square) & others:
-        return board._algebraic_without_suffix(move)
-    return _LETTERS[piece_type] + ("x" if capture else "") + _SQUARE_NAMES[to_square]
-
-
-# The side to move's king square, slider blockers (its pinned pieces) and checkers.
-_Safety = tuple[int, int, int]
-
-
-def _king_safety(board: chess.Board) -> _Safety:
-    """The king square, pinned-piece mask and checkers of the side to move.
-
-    python-chess computes these three afresh for every ``is_legal``, every
-    ``is_check`` and every legal-move search.  ``Game`` computes them once
-    per position, right after the move that reached it, and uses them for
-    the check suffix, the mate/stalemate test and the legality test of the
-    next move.  (A valid board always has both kings.)
-    """
-    king = chess.msb(board.kings & board.occupied_co[board.turn])
-    return king, board._slider_blockers(king), board.attackers_mask(not board.turn, king)
-
-
-def _has_legal_move(board: chess.Board, safety: _Safety) -> bool:
-    """``any(board.generate_legal_moves())`` given ``_king_safety(board)``.
-
-    The same steps as python-chess's ``generate_legal_moves`` for standard
-    chess: check evasions when in check, else the pseudo-legal moves, each
-    kept if it leaves the king safe.
-    """
-    king, blockers, checkers = safety
-    if checkers:
-        moves = board._generate_evasions(king, checkers)
-    else:
-        moves = board.generate_pseudo_legal_moves()
-    is_safe = board._is_safe
-    return any(is_safe(king, blockers, move) for move in moves)
-
-
-def _is_legal(board: chess.Board, move: chess.Move, safety: _Safety) -> bool:
-    """``board.is_legal(move)`` given ``_king_safety(board)``.
-
-    The same steps as python-chess's ``is_legal`` (``is_pseudo_legal`` and
-    not ``is_into_check``) for standard chess.
-    """
-    if not board.is_pseudo_legal(move):
-        return False
-    king, blockers, checkers = safety
-    if checkers and move not in board._generate_evasions(
-        king, checkers, _BB_SQUARES[move.from_square], _BB_SQUARES[move.to_square]
-    ):
-        return False
-    return board._is_safe(king, blockers, move)
-
-
-def _is_threefold(board: chess.Board) -> bool:
-    """``board.is_repetition(3)``, without its replay unless a repetition is plausible.
-
-    python-chess first compares the occupancy of every earlier position in
-    the game, then, if that allows three occurrences, pops and re-pushes
-    moves back to the last irreversible one, counting positions equal to the
-    current one.  Its replay never gets past the last pawn move or capture
-    (an irreversible move), so only the last ``halfmove_clock`` positions
-    can count, and only those with the same side to move (every second
-    one).  This counts occupancy matches among just those, from the board's
-    saved states, and asks python-chess only when two of them match: a
-    necessary condition of its answer, so the answer is the same.  (An
-    incremental count of position keys would cost a key per move, more than
-    this on average.)
-    """
-    stack = board._stack
-    length = len(stack)
-    start = max(0, length - board.halfmove_clock)
-    start += (length - start) & 1  # same side to move as now: length - 2, length - 4, ...
-    occupied = board.occupied
-    matches = 0
-    for state in stack[start::2]:
-        if state.occupied == occupied:
-            matches += 1
-    return matches >= 2 and board.is_repetition(3)
+# --------------------------------------------------------------------------- helpers
 
 
 def _starting_board(fen: str | None) -> chess.Board:

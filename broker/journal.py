@@ -1,21 +1,17 @@
 """The broker's append-only journal (docs/reliability.md).
 
-A record is ``length (4 bytes, big endian) | crc32 (4 bytes) | msgpack map``.
-Every map has ``t`` (the record type) and ``g`` (the game id):
-
-- ``create``: ``tc`` [initial_ms, increment_ms], ``ms`` creation time;
-- ``seat``: ``s`` color, ``p`` player id;
-- ``cmd``: ``s`` color, ``i`` idempotency key, ``c`` the command's bus map,
-  ``ms`` the broker time it was applied at, ``v`` the version it produced;
-- ``tick``: ``ms``, a time-only input that produced events (flag fall, abort);
-- ``end``: the game is over and archived; compaction drops its records.
+A record is ``length (4 bytes, big endian) | crc32 (4 bytes) | msgpack map``,
+the map being one typed record of ``broker.records`` (game created, seat
+taken, command applied, time passed, game ended), each with its game id.
 
 The broker replays the inputs through the deterministic game state machine
 to rebuild every live game.  ``append`` writes with one ``os.write`` per batch
 (so a SIGKILL after it loses nothing: the bytes are in the kernel), and
 ``sync`` runs ``fsync`` according to the configured policy.  A torn or corrupt
 tail (power loss mid-write) is detected by length and CRC, logged, and cut
-off; it never stops the broker.
+off; it never stops the broker.  An intact record that does not decode to a
+record of this version (say, a kind a newer broker added) is logged and
+skipped, without cutting what follows.
 """
 
 from __future__ import annotations
@@ -26,30 +22,32 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgpack
+
+from xlmate.broker.records import MAX_RECORD, Record, encode_record, record_from_map
+from xlmate.errors import WireError
 
 log = logging.getLogger("xlmate.broker.journal")
 
 HEADER: Final = struct.Struct(">II")
-MAX_RECORD: Final = 1 << 20
 JOURNAL_NAME: Final = "journal.log"
 
 
-def pack_record(record: dict[str, Any]) -> bytes:
+def pack_record(record: Record) -> bytes:
     """One framed record."""
-    body: bytes = msgpack.packb(record, use_bin_type=True)
+    body = encode_record(record)
     return HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
-def read_records(path: Path) -> tuple[list[dict[str, Any]], int, str | None]:
+def read_records(path: Path) -> tuple[list[Record], int, str | None]:
     """Every intact record of ``path``, the offset after the last one, and what was wrong.
 
     The problem is ``None`` when the file ended cleanly.
     """
     data = path.read_bytes() if path.exists() else b""
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
     good_end, problem = 0, None
     for end, record, trouble in _scan(data):
         if record is not None:
@@ -58,7 +56,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], int, str | None]:
     return records, good_end, problem
 
 
-def scan_records(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+def scan_records(data: bytes) -> Iterator[tuple[int, Record]]:
     """Each intact record of ``data`` with the offset after it; stops at a torn or bad one."""
     for end, record, _ in _scan(data):
         if record is None:
@@ -66,7 +64,7 @@ def scan_records(data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
         yield end, record
 
 
-def _scan(data: bytes) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+def _scan(data: bytes) -> Iterator[tuple[int, Record | None, str | None]]:
     """Yield (offset after record, record, None) and finally (good offset, None, problem)."""
     offset = 0
     end = len(data)
@@ -88,11 +86,13 @@ def _scan(data: bytes) -> Iterator[tuple[int, dict[str, Any] | None, str | None]
         except Exception:
             yield offset, None, f"undecodable record at byte {offset}"
             return
-        if not isinstance(record, dict) or not isinstance(record.get("g"), str):
-            yield offset, None, f"malformed record at byte {offset}"
-            return
         offset = start + length
-        yield offset, record, None
+        try:
+            typed = record_from_map(record)
+        except WireError as exc:  # intact but not ours to read: keep what follows
+            log.error("journal record at byte %d skipped: %s", start - HEADER.size, exc)
+            continue
+        yield offset, typed, None
     yield offset, None, None
 
 
@@ -111,7 +111,7 @@ class Journal:
         """Something was appended since the last completed fsync."""
         return self.bytes_written != self.bytes_synced
 
-    def load(self) -> list[dict[str, Any]]:
+    def load(self) -> list[Record]:
         """Read every intact record; cut a torn or corrupt tail off the file."""
         self.directory.mkdir(parents=True, exist_ok=True)
         records, good_end, problem = read_records(self.path)
@@ -136,7 +136,7 @@ class Journal:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self.bytes_written = self.bytes_synced = 0
 
-    def append(self, records: Iterable[dict[str, Any]]) -> None:
+    def append(self, records: Iterable[Record]) -> None:
         """Write a batch of records with one system call."""
         data = b"".join(pack_record(r) for r in records)
         if not data:
@@ -160,14 +160,14 @@ class Journal:
             os.fsync(fd)
             self.bytes_synced = max(self.bytes_synced, target)
 
-    def read_from(self, offset: int) -> list[dict[str, Any]]:
+    def read_from(self, offset: int) -> list[Record]:
         """The records appended after byte ``offset`` (which ends a record)."""
         with open(self.path, "rb") as f:
             f.seek(offset)
             data = f.read()
         return [record for _, record in scan_records(data)]
 
-    def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
+    def rewrite(self, records: Iterable[Record]) -> None:
         """Atomically replace the journal with ``records`` (compaction)."""
         self.close()
         tmp = self.path.with_suffix(".tmp")

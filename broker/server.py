@@ -35,6 +35,7 @@ from xlmate import curve, logs, metrics
 from xlmate.broker.archive import Archive
 from xlmate.broker.authority import Authority, Batch
 from xlmate.broker.journal import Journal, read_records, scan_records
+from xlmate.broker.records import Record
 from xlmate.config import BrokerConfig, tcp
 from xlmate.errors import WireError
 from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, refuse_websocket
@@ -292,7 +293,7 @@ class BrokerServer:
         self.archive.flush()
         records, _, _ = read_records(self.journal.path)
         live = self.authority.games
-        keep = [r for r in records if r.get("g") in live]
+        keep = [r for r in records if r.game_id in live]
         self.journal.rewrite(keep)
         self._finished_since_compaction = 0
         log.info("journal compacted: kept %d of %d records", len(keep), len(records))
@@ -338,7 +339,7 @@ class BrokerServer:
         elif isinstance(message, PresenceReport):
             self.authority.presence_report(message, now, batch)
         elif isinstance(message, EdgeBeat):
-            self.authority.edge_beat(message.e, now)
+            self.authority.edge_beat(message.edge_id, now)
         else:
             self._m_bad.labels("xsub").inc()
 
@@ -413,12 +414,12 @@ class BrokerServer:
             started = time.perf_counter()
             data = await asyncio.to_thread(self.journal.path.read_bytes)
             wanted = self._games_to_keep()  # (after the read: every game in it is known)
-            keep: list[dict[str, Any]] = []
+            keep: list[Record] = []
             end = seen = 0
             for offset, record in scan_records(data):
                 end = offset  # the records after it are read again under the lock
                 seen += 1
-                if record["g"] in wanted:
+                if record.game_id in wanted:
                     keep.append(record)
                 if seen % COMPACTION_SLICE == 0:
                     await asyncio.sleep(0)  # let the loop serve moves between slices
@@ -427,7 +428,7 @@ class BrokerServer:
                 paused = time.perf_counter()
                 keep += self.journal.read_from(end)
                 wanted = self._games_to_keep()
-                keep = [record for record in keep if record["g"] in wanted]
+                keep = [record for record in keep if record.game_id in wanted]
                 self.journal.rewrite(keep)
                 done = time.perf_counter()
             log.info(
@@ -499,7 +500,7 @@ class BrokerServer:
         while True:
             now = self._now()
             batch = Batch()
-            batch.publish(CTL_TOPIC, encode(BrokerBeat(ep=self.epoch, t=now)))
+            batch.publish(CTL_TOPIC, encode(BrokerBeat(epoch=self.epoch, time_ms=now)))
             self.authority.expire_edges(now, batch)
             self.authority.trailing_heads(batch)
             self._commit(batch, now)

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from xlmate.discovery.heartbeat import REGION_RE
 from xlmate.errors import ConfigError
+from xlmate.heartbeat import REGION_RE
 
 _DEFAULT_PAIRS: Final[dict[tuple[str, str], float]] = {
     ("eu-west", "eu-central"): 25,

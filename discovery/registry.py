@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from xlmate.discovery.heartbeat import Heartbeat
+from xlmate.heartbeat import Heartbeat
 
 MISSES: Final = 3
 DEFAULT_MAX_NODES: Final = 10_000

@@ -3,7 +3,7 @@
 Thin glue around the pure parts (``registry``, ``placement``, ``regions``):
 
 * a ``zmq.asyncio`` REP socket on ``tcp://rep_host:rep_port`` answers every
-  request (``discovery.heartbeat``) with exactly one reply; a frame that does
+  request (``xlmate.heartbeat``) with exactly one reply; a frame that does
   not decode is answered ``{"ok": false, "error": "bad_frame"}`` and counted in
   ``xlmate_discovery_bad_frames_total``, as are peers that fail the ZeroMQ
   handshake (seen through a socket monitor); frames over ``MAX_MSG_SIZE`` make
@@ -34,7 +34,11 @@ from zmq.utils.monitor import parse_monitor_message
 from xlmate import curve, logs, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
-from xlmate.discovery.heartbeat import (
+from xlmate.discovery.placement import place
+from xlmate.discovery.regions import RegionTable, default_table, load_table
+from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
+from xlmate.errors import ConfigError, WireError
+from xlmate.heartbeat import (
     BAD_FRAME,
     OK_REPLY,
     REGISTRY_FULL,
@@ -44,10 +48,6 @@ from xlmate.discovery.heartbeat import (
     decode_request,
     encode_reply,
 )
-from xlmate.discovery.placement import place
-from xlmate.discovery.regions import RegionTable, default_table, load_table
-from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
-from xlmate.errors import ConfigError, WireError
 from xlmate.httpd import (
     HttpRequest,
     OriginPolicy,

@@ -24,6 +24,7 @@ import zmq.asyncio
 
 from xlmate import curve
 from xlmate.config import EdgeConfig, tcp
+from xlmate.constants import Color
 from xlmate.errors import WireError, XLMateError
 from xlmate.wire import (
     CTL_TOPIC,
@@ -209,23 +210,32 @@ class BusClient:
     async def open(
         self,
         game_id: str,
-        seat: str,
+        seat: Color,
         player_id: str | None,
         clock: list[int] | None,
         since: int | None,
     ) -> Reply:
         """Use a seat: the broker creates the game if needed and answers its state."""
         return await self._request(
-            lambda q: OpenRequest(q=q, g=game_id, s=seat, p=player_id, tc=clock, since=since)
+            lambda q: OpenRequest(
+                request_id=q,
+                game_id=game_id,
+                seat=seat,
+                player_id=player_id,
+                clock=clock,
+                since=since,
+            )
         )
 
     async def fetch(self, game_id: str, since: int | None) -> Reply:
         """Events after ``since``, or the full state."""
-        return await self._request(lambda q: FetchRequest(q=q, g=game_id, since=since))
+        return await self._request(
+            lambda q: FetchRequest(request_id=q, game_id=game_id, since=since)
+        )
 
     async def pgn(self, game_id: str) -> Reply:
         """The game's PGN."""
-        return await self._request(lambda q: PgnRequest(q=q, g=game_id))
+        return await self._request(lambda q: PgnRequest(request_id=q, game_id=game_id))
 
     # --- reading --------------------------------------------------------------------
 
@@ -268,7 +278,9 @@ class BusClient:
             except WireError:
                 self._on_bad_frame()
                 continue
-            request_id = getattr(reply, "q", None)
-            future = self._waiting.get(request_id) if isinstance(request_id, int) else None
+            if not isinstance(reply, Reply):
+                self._on_bad_frame()
+                continue
+            future = self._waiting.get(reply.request_id)
             if future is not None and not future.done():
-                future.set_result(reply)  # type: ignore[arg-type]
+                future.set_result(reply)

@@ -34,7 +34,8 @@ import zmq
 import zmq.asyncio
 
 from xlmate.curve import KeyPair, make_client
-from xlmate.discovery.heartbeat import (
+from xlmate.errors import ConfigError, WireError
+from xlmate.heartbeat import (
     MAX_INTERVAL_MS,
     MIN_INTERVAL_MS,
     Goodbye,
@@ -43,7 +44,6 @@ from xlmate.discovery.heartbeat import (
     encode_goodbye,
     encode_heartbeat,
 )
-from xlmate.errors import ConfigError, WireError
 
 log = logging.getLogger("xlmate.edge.discovery")
 

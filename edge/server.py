@@ -47,7 +47,6 @@ from xlmate.constants import (
     RATE_LIMITED,
     UNAVAILABLE,
 )
-from xlmate.discovery.heartbeat import Heartbeat
 from xlmate.edge.bus import BrokerUnavailable, BusClient, Reply
 from xlmate.edge.discovery_client import DiscoveryClient
 from xlmate.edge.pages import Pages
@@ -55,6 +54,7 @@ from xlmate.edge.pending import PendingCommands
 from xlmate.edge.rooms import Room
 from xlmate.edge.session import Flusher, Session, TokenBucket, client_address, dumps
 from xlmate.errors import ProtocolError, TokenError, WrongGame
+from xlmate.heartbeat import Heartbeat
 from xlmate.httpd import (
     HttpRequest,
     OriginPolicy,
@@ -274,42 +274,45 @@ class EdgeServer:
     def _on_bus(self, topic: bytes, message: BusMessage) -> None:
         if isinstance(message, EventMsg):
             self.bus_events_total += 1
-            room = self.rooms.get(message.g)
-            if room is not None and room.on_event(message.v, message.j):
+            room = self.rooms.get(message.game_id)
+            if room is not None and room.on_event(message.v, message.json):
                 self._want_fetch(room)
             elif room is not None and room.lagging:
                 self._resync_lagging(room)
-            if message.a is not None and message.a[0] == self.config.id:
-                self._acked(message.g, message.a[1], message.a[2], message.v)
+            ack = message.ack
+            if ack is not None and ack.edge_id == self.config.id:
+                self._acked(message.game_id, ack.seat, ack.command_id, message.v)
         elif isinstance(message, AckMsg):
             self._on_ack(message)
         elif isinstance(message, RejectMsg):
             self._on_reject(message)
         elif isinstance(message, HeadMsg):
-            room = self.rooms.get(message.g)
+            room = self.rooms.get(message.game_id)
             if room is not None and room.on_head(message.v):
                 self._want_fetch(room)
         elif isinstance(message, PresenceMsg):
-            room = self.rooms.get(message.g)
+            room = self.rooms.get(message.game_id)
             if room is not None:
                 for session in room.sessions:
                     if session.last_v is not None:
-                        session.send(message.j)
+                        session.send(message.json)
         elif isinstance(message, BrokerBeat):
             self._on_broker_beat(message)
         else:
             self._m_bad.inc()
 
     def _on_broker_beat(self, beat: BrokerBeat) -> None:
-        restarted = self.broker_epoch is not None and beat.ep != self.broker_epoch
+        restarted = self.broker_epoch is not None and beat.epoch != self.broker_epoch
         returned = not self.broker_up
         self.broker_seen_ms = mono_ms()
         self.broker_up = True
         if restarted:
-            log.warning("broker restarted (epoch %s -> %s): resyncing", self.broker_epoch, beat.ep)
+            log.warning(
+                "broker restarted (epoch %s -> %s): resyncing", self.broker_epoch, beat.epoch
+            )
         elif returned and self.broker_epoch is not None:
-            log.warning("broker is back (epoch %s): resyncing", beat.ep)
-        self.broker_epoch = beat.ep
+            log.warning("broker is back (epoch %s): resyncing", beat.epoch)
+        self.broker_epoch = beat.epoch
         if restarted or (returned and self.rooms):
             self._resync_everything()
 
@@ -323,10 +326,10 @@ class EdgeServer:
             self.bus.publish(CMD_TOPIC, body)
 
     def _on_ack(self, ack: AckMsg) -> None:
-        room = self.rooms.get(ack.g)
+        room = self.rooms.get(ack.game_id)
         if room is not None and room.on_head(ack.v):
             self._want_fetch(room)  # the event itself may have been dropped
-        self._acked(ack.g, ack.s, ack.i, ack.v)
+        self._acked(ack.game_id, ack.seat, ack.command_id, ack.v)
 
     def _acked(self, game_id: str, seat: str, command_id: str, v: int) -> None:
         """A command of ours was committed at ``v``: stop re-sending it, tell its sender."""
@@ -335,9 +338,9 @@ class EdgeServer:
             item.session.send_json({"type": "ack", "id": item.reply_id, "v": v})
 
     def _on_reject(self, reject: RejectMsg) -> None:
-        item = self.pending.resolve((reject.g, reject.s, reject.i))
+        item = self.pending.resolve((reject.game_id, reject.seat, reject.command_id))
         if item is not None:
-            self._error(item.session, reject.code, reject.msg, item.reply_id)
+            self._error(item.session, reject.code, reject.message, item.reply_id)
 
     def _want_fetch(self, room: Room) -> None:
         if room.fetching:
@@ -392,7 +395,7 @@ class EdgeServer:
             if room.last_v is None:
                 room.stale = True  # no base yet: take the full state
             else:
-                room.on_events(reply.v - len(reply.evs) + 1, reply.evs)
+                room.on_events(reply.v - len(reply.events) + 1, reply.events)
         elif isinstance(reply, StateReply):
             if room.rewound:
                 self._rewind_room(room, reply)
@@ -477,8 +480,8 @@ class EdgeServer:
             return False
         if not isinstance(reply, EventsReply) or reply.v < since:
             return False
-        first = reply.v - len(reply.evs) + 1
-        for offset, data in enumerate(reply.evs):
+        first = reply.v - len(reply.events) + 1
+        for offset, data in enumerate(reply.events):
             session.deliver(first + offset, data)
         room = self.rooms.get(session.game_id)
         return room is None or room.catch_up(session)  # and what the room got meanwhile
@@ -494,7 +497,13 @@ class EdgeServer:
         if self.bus is None:
             return
         white, black, spectators = room.counts()
-        report = PresenceReport(g=room.game_id, e=self.config.id, w=white, b=black, x=spectators)
+        report = PresenceReport(
+            game_id=room.game_id,
+            edge_id=self.config.id,
+            white=white,
+            black=black,
+            spectators=spectators,
+        )
         self.bus.publish(CMD_TOPIC, encode(report))
 
     async def _beat_loop(self) -> None:
@@ -505,7 +514,7 @@ class EdgeServer:
         periodic re-report, so idle games cost nothing here.
         """
         assert self.bus is not None
-        beat = encode(EdgeBeat(e=self.config.id))
+        beat = encode(EdgeBeat(edge_id=self.config.id))
         while True:
             self.bus.publish(CMD_TOPIC, beat)
             if self.broker_up and mono_ms() - self.broker_seen_ms > BROKER_SILENCE_MS:
@@ -544,11 +553,11 @@ class EdgeServer:
         key = str(command.id) if command.id is not None else f"~{self.config.id}:{next(self._keys)}"
         body = encode(
             CommandMsg(
-                g=session.game_id,
-                e=self.config.id,
-                s=session.seat,
-                i=key,
-                c=command_to_wire(command.body),
+                game_id=session.game_id,
+                edge_id=self.config.id,
+                seat=session.seat,
+                command_id=key,
+                command=command_to_wire(command.body),
             )
         )
         self.pending.add((session.game_id, session.seat, key), session, command.id, body, mono_ms())
@@ -738,13 +747,13 @@ class EdgeServer:
                 self._want_fetch(room)
             self._send_sync(session, reply)
         elif isinstance(reply, EventsReply):
-            first = reply.v - len(reply.evs) + 1
-            for data in reply.evs:
+            first = reply.v - len(reply.events) + 1
+            for data in reply.events:
                 session.send(data)
             session.last_v = reply.v
             if room.last_v is None:
                 room.reset(first - 1)
-            room.on_events(first, reply.evs)
+            room.on_events(first, reply.events)
         else:
             return False
         if not room.catch_up(session):

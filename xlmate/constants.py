@@ -6,7 +6,7 @@ import re
 from typing import Final, Literal
 
 Color = Literal["white", "black"]
-COLORS: Final = ("white", "black")
+COLORS: Final[tuple[Color, Color]] = ("white", "black")
 
 GAME_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 

@@ -1,10 +1,13 @@
 """The internal bus format: msgpack maps on ZeroMQ frames (docs/protocol.md).
 
-Every message is a frozen dataclass validated when built; ``encode`` turns one
-into bytes and ``decode`` turns bytes back into one or raises ``WireError`` (a
-peer on the bus is trusted only after this check).  Game events travel as the
-exact JSON text clients receive (``json`` fields), encoded once at the broker
-and forwarded untouched by every edge.
+Every message is a frozen dataclass validated when built, encoded and decoded
+by ``xlmate.codec`` (one rule set for every internal format: ``k`` names the
+kind, each class's ``KEYS`` maps its attributes to the one-letter wire keys,
+keys a reader does not know are ignored).  ``encode`` turns a message into
+bytes and ``decode`` turns bytes back into one or raises ``WireError`` (a peer
+on the bus is trusted only after this check).  Game events travel as the exact
+JSON text clients receive (``json`` fields), encoded once at the broker and
+forwarded untouched by every edge.
 
 Topics (first frame of broker -> edge messages):
 ``game:<id>`` events, heads and presence of one game; ``edge:<id>`` acks and
@@ -13,17 +16,18 @@ rejections for one edge; ``ctl`` the broker's heartbeat.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Final
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, NamedTuple, TypeVar
 
-import msgpack
-
-from xlmate.constants import COLORS
+from xlmate.codec import Codec, Message
+from xlmate.constants import COLORS, Color
 from xlmate.errors import WireError
 
 MAX_FRAME: Final = 1 << 20  # no bus message of ours is anywhere near 1 MiB
 CTL_TOPIC: Final = b"ctl"
 CMD_TOPIC: Final = b"cmd"
+
+M = TypeVar("M", bound=Message)
 
 
 def game_topic(game_id: str) -> bytes:
@@ -34,19 +38,6 @@ def game_topic(game_id: str) -> bytes:
 def edge_topic(edge_id: str) -> bytes:
     """The topic of one edge's acks and rejections."""
     return b"edge:" + edge_id.encode()
-
-
-class _Message:
-    """Base of every bus message: ``KIND`` names it on the wire."""
-
-    __slots__ = ()
-    KIND: ClassVar[str]
-
-    def to_map(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"k": self.KIND}
-        for name in _FIELDS[self.KIND]:
-            out[name] = getattr(self, name)
-        return out
 
 
 def _check(cond: bool, what: str) -> None:
@@ -66,255 +57,323 @@ def _is_v(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
 
 
-def _is_ack_ref(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 3
-        and _is_id(value[0])
-        and _is_seat(value[1])
-        and _is_id(value[2])
-    )
+class AckRef(NamedTuple):
+    """The command an event acknowledges: on the wire ``[edge id, seat, command id]``.
+
+    A named tuple rather than a dataclass: every move's last event carries
+    one, and building a tuple costs a third of a frozen dataclass.  It is
+    checked where it can come from outside (``from_wire``); the broker builds
+    it from a ``CommandMsg`` that was checked already.
+    """
+
+    edge_id: str
+    seat: Color
+    command_id: str
+
+    def to_wire(self) -> list[str]:
+        """``[edge id, seat, command id]``."""
+        return list(self)
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> AckRef:
+        """Rebuild one from its list; ``WireError`` for anything else."""
+        if type(raw) is not list or len(raw) != 3:
+            raise WireError("bad ack reference")
+        edge_id, seat, command_id = raw  # (checks written out: one per move)
+        if not (
+            type(edge_id) is str
+            and 0 < len(edge_id) <= 128
+            and type(command_id) is str
+            and 0 < len(command_id) <= 128
+            and seat in COLORS
+        ):
+            raise WireError("bad ack reference")
+        return cls(edge_id, seat, command_id)
 
 
 # --- edge -> broker (PUB -> XSUB, topic "cmd") --------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class CommandMsg(_Message):
-    """A player's game command: ``c`` is ``messages.command_to_wire``'s map."""
+class CommandMsg(Message):
+    """A player's game command: ``command`` is ``messages.command_to_wire``'s map."""
 
     KIND: ClassVar[str] = "cmd"
-    g: str  # game id
-    e: str  # edge id to answer on
-    s: str  # seat color
-    i: str  # idempotency key, unique per seat
-    c: dict[str, Any]
+    KEYS: ClassVar = {
+        "game_id": "g",
+        "edge_id": "e",
+        "seat": "s",
+        "command_id": "i",
+        "command": "c",
+    }
+    game_id: str
+    edge_id: str  # the edge to answer on
+    seat: Color
+    command_id: str  # idempotency key, unique per seat
+    command: dict[str, Any]
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.g) and _is_id(self.e) and _is_seat(self.s), "bad cmd header")
-        _check(_is_id(self.i) and isinstance(self.c, dict), "bad cmd body")
+        _check(_is_id(self.game_id) and _is_id(self.edge_id), "bad cmd header")
+        _check(_is_seat(self.seat), "bad cmd header")
+        _check(_is_id(self.command_id) and isinstance(self.command, dict), "bad cmd body")
 
 
 @dataclass(frozen=True, slots=True)
-class PresenceReport(_Message):
+class PresenceReport(Message):
     """How many sockets an edge holds for one game, per seat and spectators."""
 
     KIND: ClassVar[str] = "presence_report"
-    g: str
-    e: str
-    w: int
-    b: int
-    x: int
+    KEYS: ClassVar = {
+        "game_id": "g",
+        "edge_id": "e",
+        "white": "w",
+        "black": "b",
+        "spectators": "x",
+    }
+    game_id: str
+    edge_id: str
+    white: int
+    black: int
+    spectators: int
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.g) and _is_id(self.e), "bad presence header")
-        _check(all(_is_v(n) for n in (self.w, self.b, self.x)), "bad presence counts")
+        _check(_is_id(self.game_id) and _is_id(self.edge_id), "bad presence header")
+        counts = (self.white, self.black, self.spectators)
+        _check(all(_is_v(n) for n in counts), "bad presence counts")
 
 
 @dataclass(frozen=True, slots=True)
-class EdgeBeat(_Message):
+class EdgeBeat(Message):
     """An edge is alive; its presence reports stay valid while these come."""
 
     KIND: ClassVar[str] = "edge_beat"
-    e: str
+    KEYS: ClassVar = {"edge_id": "e"}
+    edge_id: str
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.e), "bad edge id")
+        _check(_is_id(self.edge_id), "bad edge id")
 
 
 # --- broker -> edges (XPUB -> SUB) ------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class EventMsg(_Message):
-    """A versioned game event, ``j`` being the client JSON text."""
+class EventMsg(Message):
+    """A versioned game event, ``json`` being the client JSON text.
+
+    ``ack`` names the command that caused it (on its last event), so the
+    mover's edge needs no separate ``ack`` message; None on every other event.
+    """
 
     KIND: ClassVar[str] = "ev"
-    g: str
+    KEYS: ClassVar = {"game_id": "g", "json": "j", "ack": "a"}
+    NESTED: ClassVar = {"ack": AckRef}
+    game_id: str
     v: int
-    j: bytes
-    # The ack this event carries: [edge id, seat, command id] of the command
-    # that caused it (on its last event), so the mover's edge needs no
-    # separate ``ack`` message; None on every other event.
-    a: list[str] | None = None
+    json: bytes
+    ack: AckRef | None = None
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.g) and _is_v(self.v) and isinstance(self.j, bytes), "bad event")
-        _check(self.a is None or _is_ack_ref(self.a), "bad event ack")
+        _check(_is_id(self.game_id) and _is_v(self.v), "bad event")
+        _check(isinstance(self.json, bytes), "bad event")
+        _check(self.ack is None or isinstance(self.ack, AckRef), "bad event ack")
 
 
 @dataclass(frozen=True, slots=True)
-class HeadMsg(_Message):
+class HeadMsg(Message):
     """The game's current version, published when an edge subscribes to it."""
 
     KIND: ClassVar[str] = "head"
-    g: str
+    KEYS: ClassVar = {"game_id": "g"}
+    game_id: str
     v: int
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.g) and _is_v(self.v), "bad head")
+        _check(_is_id(self.game_id) and _is_v(self.v), "bad head")
 
 
 @dataclass(frozen=True, slots=True)
-class PresenceMsg(_Message):
-    """The cluster-wide ``presence`` message of a game (client JSON in ``j``)."""
+class PresenceMsg(Message):
+    """The cluster-wide ``presence`` message of a game (client JSON in ``json``)."""
 
     KIND: ClassVar[str] = "presence"
-    g: str
-    j: bytes
+    KEYS: ClassVar = {"game_id": "g", "json": "j"}
+    game_id: str
+    json: bytes
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.g) and isinstance(self.j, bytes), "bad presence")
+        _check(_is_id(self.game_id) and isinstance(self.json, bytes), "bad presence")
 
 
 @dataclass(frozen=True, slots=True)
-class AckMsg(_Message):
+class AckMsg(Message):
     """A command was committed (journaled) at version ``v``."""
 
     KIND: ClassVar[str] = "ack"
-    g: str
-    s: str
-    i: str
+    KEYS: ClassVar = {"game_id": "g", "seat": "s", "command_id": "i"}
+    game_id: str
+    seat: Color
+    command_id: str
     v: int
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.g) and _is_seat(self.s) and _is_id(self.i) and _is_v(self.v), "bad ack")
+        _check(_is_id(self.game_id) and _is_seat(self.seat), "bad ack")
+        _check(_is_id(self.command_id) and _is_v(self.v), "bad ack")
 
 
 @dataclass(frozen=True, slots=True)
-class RejectMsg(_Message):
+class RejectMsg(Message):
     """A command was refused with a docs/protocol.md error code."""
 
     KIND: ClassVar[str] = "rej"
-    g: str
-    s: str
-    i: str
+    KEYS: ClassVar = {"game_id": "g", "seat": "s", "command_id": "i", "message": "msg"}
+    game_id: str
+    seat: Color
+    command_id: str
     code: str
-    msg: str
+    message: str
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.g) and _is_seat(self.s) and _is_id(self.i), "bad reject header")
-        _check(isinstance(self.code, str) and isinstance(self.msg, str), "bad reject body")
+        _check(_is_id(self.game_id) and _is_seat(self.seat), "bad reject header")
+        _check(_is_id(self.command_id), "bad reject header")
+        _check(isinstance(self.code, str) and isinstance(self.message, str), "bad reject body")
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerBeat(_Message):
-    """The broker's heartbeat on ``ctl``: ``ep`` changes on every broker start."""
+class BrokerBeat(Message):
+    """The broker's heartbeat on ``ctl``: ``epoch`` changes on every broker start."""
 
     KIND: ClassVar[str] = "hb"
-    ep: str
-    t: int
+    KEYS: ClassVar = {"epoch": "ep", "time_ms": "t"}
+    epoch: str
+    time_ms: int
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.ep) and _is_v(self.t), "bad broker beat")
+        _check(_is_id(self.epoch) and _is_v(self.time_ms), "bad broker beat")
 
 
 # --- catch-up service (DEALER -> ROUTER and back) --------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class OpenRequest(_Message):
+class OpenRequest(Message):
     """A seat is being used: create the game if new, answer its state."""
 
     KIND: ClassVar[str] = "open"
-    q: int  # request id, echoed
-    g: str
-    s: str
-    p: str | None  # the player's id (token sub)
-    tc: list[int] | None  # [initial_ms, increment_ms] from the token's clock claim
+    KEYS: ClassVar = {
+        "request_id": "q",
+        "game_id": "g",
+        "seat": "s",
+        "player_id": "p",
+        "clock": "tc",
+    }
+    request_id: int  # echoed in the reply
+    game_id: str
+    seat: Color
+    player_id: str | None  # the token's sub
+    clock: list[int] | None  # [initial_ms, increment_ms] from the token's clock claim
     since: int | None = None  # the client's last v: answer with the events after it if possible
 
     def __post_init__(self) -> None:
-        _check(_is_v(self.q) and _is_id(self.g) and _is_seat(self.s), "bad open")
+        _check(_is_v(self.request_id) and _is_id(self.game_id), "bad open")
+        _check(_is_seat(self.seat), "bad open")
         _check(self.since is None or _is_v(self.since), "bad open since")
-        _check(self.p is None or _is_id(self.p), "bad open player")
+        _check(self.player_id is None or _is_id(self.player_id), "bad open player")
+        clock = self.clock
         _check(
-            self.tc is None
-            or (isinstance(self.tc, list) and len(self.tc) == 2 and all(_is_v(n) for n in self.tc)),
+            clock is None
+            or (isinstance(clock, list) and len(clock) == 2 and all(_is_v(n) for n in clock)),
             "bad open clock",
         )
 
 
 @dataclass(frozen=True, slots=True)
-class FetchRequest(_Message):
+class FetchRequest(Message):
     """Events after ``since`` (or the full state when ``since`` is None or too old)."""
 
     KIND: ClassVar[str] = "fetch"
-    q: int
-    g: str
+    KEYS: ClassVar = {"request_id": "q", "game_id": "g"}
+    request_id: int
+    game_id: str
     since: int | None
 
     def __post_init__(self) -> None:
-        _check(_is_v(self.q) and _is_id(self.g), "bad fetch")
+        _check(_is_v(self.request_id) and _is_id(self.game_id), "bad fetch")
         _check(self.since is None or _is_v(self.since), "bad fetch since")
 
 
 @dataclass(frozen=True, slots=True)
-class PgnRequest(_Message):
+class PgnRequest(Message):
     """The game's PGN text (live or archived)."""
 
     KIND: ClassVar[str] = "pgn"
-    q: int
-    g: str
+    KEYS: ClassVar = {"request_id": "q", "game_id": "g"}
+    request_id: int
+    game_id: str
 
     def __post_init__(self) -> None:
-        _check(_is_v(self.q) and _is_id(self.g), "bad pgn request")
+        _check(_is_v(self.request_id) and _is_id(self.game_id), "bad pgn request")
 
 
 @dataclass(frozen=True, slots=True)
-class StateReply(_Message):
+class StateReply(Message):
     """The full state: ``sync`` is the protocol's sync object without ``you``."""
 
     KIND: ClassVar[str] = "state"
-    q: int
-    g: str
+    KEYS: ClassVar = {"request_id": "q", "game_id": "g"}
+    request_id: int
+    game_id: str
     v: int
     sync: dict[str, Any]
 
     def __post_init__(self) -> None:
-        _check(_is_v(self.q) and _is_id(self.g) and _is_v(self.v), "bad state header")
-        _check(isinstance(self.sync, dict), "bad state")
+        _check(_is_v(self.request_id) and _is_id(self.game_id), "bad state header")
+        _check(_is_v(self.v) and isinstance(self.sync, dict), "bad state")
 
 
 @dataclass(frozen=True, slots=True)
-class EventsReply(_Message):
-    """Events after the requested version, in order, up to head ``v``."""
+class EventsReply(Message):
+    """Events (client JSON texts) after the requested version, in order, up to head ``v``."""
 
     KIND: ClassVar[str] = "events"
-    q: int
-    g: str
+    KEYS: ClassVar = {"request_id": "q", "game_id": "g", "events": "evs"}
+    request_id: int
+    game_id: str
     v: int
-    evs: list[bytes] = field(default_factory=list)
+    events: list[bytes]
 
     def __post_init__(self) -> None:
-        _check(_is_v(self.q) and _is_id(self.g) and _is_v(self.v), "bad events header")
-        _check(isinstance(self.evs, list), "bad evs")
-        _check(all(isinstance(e, bytes) for e in self.evs), "bad evs")
+        _check(_is_v(self.request_id) and _is_id(self.game_id), "bad events header")
+        _check(_is_v(self.v) and isinstance(self.events, list), "bad events header")
+        _check(all(isinstance(e, bytes) for e in self.events), "bad evs")
 
 
 @dataclass(frozen=True, slots=True)
-class MissingReply(_Message):
+class MissingReply(Message):
     """No such game."""
 
     KIND: ClassVar[str] = "missing"
-    q: int
-    g: str
+    KEYS: ClassVar = {"request_id": "q", "game_id": "g"}
+    request_id: int
+    game_id: str
 
     def __post_init__(self) -> None:
-        _check(_is_v(self.q) and _is_id(self.g), "bad missing")
+        _check(_is_v(self.request_id) and _is_id(self.game_id), "bad missing")
 
 
 @dataclass(frozen=True, slots=True)
-class PgnReply(_Message):
+class PgnReply(Message):
     """PGN text of a game."""
 
     KIND: ClassVar[str] = "pgn_text"
-    q: int
-    g: str
+    KEYS: ClassVar = {"request_id": "q", "game_id": "g"}
+    request_id: int
+    game_id: str
     text: str
 
     def __post_init__(self) -> None:
-        _check(_is_v(self.q) and _is_id(self.g) and isinstance(self.text, str), "bad pgn text")
+        _check(_is_v(self.request_id) and _is_id(self.game_id), "bad pgn text")
+        _check(isinstance(self.text, str), "bad pgn text")
 
 
 BusMessage = (
@@ -336,9 +395,8 @@ BusMessage = (
     | PgnReply
 )
 
-_KINDS: dict[str, type[Any]] = {
-    cls.KIND: cls
-    for cls in (
+BUS: Final = Codec(
+    (
         CommandMsg,
         PresenceReport,
         EdgeBeat,
@@ -355,45 +413,22 @@ _KINDS: dict[str, type[Any]] = {
         EventsReply,
         MissingReply,
         PgnReply,
-    )
-}
-_FIELDS: dict[str, tuple[str, ...]] = {
-    kind: tuple(f.name for f in fields(cls)) for kind, cls in _KINDS.items()
-}
+    ),
+    max_frame=MAX_FRAME,
+)
 
 
-def encode(message: _Message) -> bytes:
+def encode(message: BusMessage) -> bytes:
     """msgpack bytes of one bus message."""
-    return msgpack.packb(message.to_map(), use_bin_type=True)  # type: ignore[no-any-return]
+    return BUS.encode(message)
 
 
 def decode(data: bytes) -> BusMessage:
     """The bus message in ``data``; ``WireError`` for anything that is not one."""
-    if len(data) > MAX_FRAME:
-        raise WireError("frame too large")
-    try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise WireError(f"not msgpack: {type(exc).__name__}") from exc
-    if not isinstance(raw, dict):
-        raise WireError("a bus message must be a map")
-    kind = raw.pop("k", None)
-    cls = _KINDS.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise WireError(f"unknown bus message kind {str(kind)[:32]!r}")
-    names = _FIELDS[kind]
-    if set(raw) - set(names):
-        raise WireError(f"unexpected fields in {kind}")
-    try:
-        message: BusMessage = cls(**raw)
-    except TypeError as exc:
-        raise WireError(f"missing fields in {kind}") from exc
+    message: BusMessage = BUS.decode(data)
     return message
 
 
-def decode_as(data: bytes, expected: type[Any]) -> Any:
+def decode_as(data: bytes, expected: type[M]) -> M:
     """Decode and insist on one message class."""
-    message = decode(data)
-    if not isinstance(message, expected):
-        raise WireError(f"expected {expected.KIND}, got {type(message).KIND}")
-    return message
+    return BUS.decode_as(data, expected)

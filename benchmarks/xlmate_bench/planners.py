@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from xlmate.constants import COLORS
 from xlmate.tokens import Clock, mint_seat_token
 from xlmate_bench import BenchError
 from xlmate_bench.cluster import http_json_async
@@ -170,8 +171,8 @@ class ClusterPlanner(_BasePlanner):
         regions = (self.regions[number % count], self.regions[(number + 1) % count])
         urls = await asyncio.gather(*(self.place(region, game_id) for region in regions))
         out: list[Link] = []
-        for url, color in zip(urls, ("white", "black"), strict=True):
-            token = mint_seat_token(self.secret, game_id, color, clock=self.clock)  # type: ignore[arg-type]
+        for url, color in zip(urls, COLORS, strict=True):
+            token = mint_seat_token(self.secret, game_id, color, clock=self.clock)
             if self.config.client == "gameclient" and kind == "g":
                 self.book.acquire(url, bind=False)  # GameClient cannot pick its address
                 link: Link = GameClientLink(url, game_id, token, color, handler)

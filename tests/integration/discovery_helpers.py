@@ -22,8 +22,8 @@ from tests.integration.cluster import (
     http_json_async,
     wait_until,
 )
-from xlmate.discovery.heartbeat import Heartbeat
 from xlmate.edge.discovery_client import DiscoveryClient
+from xlmate.heartbeat import Heartbeat
 
 __all__ = ["eventually", "free_port", "http_get", "http_get_async", "http_json_async", "wait_until"]
 

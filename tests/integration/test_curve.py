@@ -95,7 +95,11 @@ async def test_game_over_curve_and_rogue_peers_are_shut_out(curve_cluster: Clust
             for event in (sub_event, pub_event, req_event):
                 assert event != zmq.EVENT_HANDSHAKE_SUCCEEDED, "a rogue peer got through"
             forged = CommandMsg(
-                g=gid, e="rogue", s="white", i=f"x{len(sockets)}", c={"t": "resign"}
+                game_id=gid,
+                edge_id="rogue",
+                seat="white",
+                command_id=f"x{len(sockets)}",
+                command={"t": "resign"},
             )
             await pub.send_multipart([CMD_TOPIC, encode(forged)])
             beat = {

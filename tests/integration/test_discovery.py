@@ -34,16 +34,16 @@ from tests.integration.discovery_helpers import (
     http_json_async,
 )
 from xlmate.config import DiscoveryConfig
-from xlmate.discovery.heartbeat import (
+from xlmate.discovery.placement import rendezvous_score
+from xlmate.discovery.server import DiscoveryServer
+from xlmate.edge.discovery_client import DiscoveryClient
+from xlmate.heartbeat import (
     Heartbeat,
     Reply,
     decode_heartbeat,
     decode_reply,
     encode_reply,
 )
-from xlmate.discovery.placement import rendezvous_score
-from xlmate.discovery.server import DiscoveryServer
-from xlmate.edge.discovery_client import DiscoveryClient
 
 INTERVAL_S = 0.1  # the fake edges' heartbeat interval
 

@@ -44,6 +44,7 @@ from tests.integration.cluster import (
 from tests.integration.games import Played, assert_clean_history
 from tests.support.chess_games import random_game
 from xlmate.client import GameClient
+from xlmate.constants import Color
 from xlmate.tokens import Clock, mint_seat_token, new_game_id
 from xlmate.wire import CTL_TOPIC, FetchRequest, MissingReply, decode, encode
 
@@ -149,8 +150,8 @@ async def seat_pair(h: Hostile) -> tuple[str, GameClient, GameClient]:
     return gid, white, black
 
 
-def seat(gid: str, color: str, clock: Clock | None = None) -> str:
-    return mint_seat_token(SECRET, gid, color, clock=clock)  # type: ignore[arg-type]
+def seat(gid: str, color: Color, clock: Clock | None = None) -> str:
+    return mint_seat_token(SECRET, gid, color, clock=clock)
 
 
 def spectate_url(edge: Edge, gid: str) -> str:
@@ -798,7 +799,8 @@ async def test_garbage_on_the_brokers_zeromq_ports_is_dropped_and_counted(
                     b"cmd",
                     msgpack.packb({"k": "cmd", "g": game.gid, "e": 5, "s": "w", "i": "", "c": []}),
                 ],
-                [b"cmd", msgpack.packb({"k": "edge_beat", "e": "x", "extra": 1})],
+                [b"cmd", msgpack.packb({"k": "edge_beat", "extra": 1})],  # (unknown keys are
+                # ignored, docs/protocol.md "Internal formats", but "e" is missing)
                 [
                     b"cmd",
                     msgpack.packb(
@@ -845,9 +847,9 @@ async def test_garbage_on_the_brokers_zeromq_ports_is_dropped_and_counted(
             for frames in requests:
                 await dealer.send_multipart(frames)
             # The ROUTER answers in order: once this reply is back, the junk was handled.
-            await dealer.send(encode(FetchRequest(q=7, g=new_game_id(), since=None)))
+            await dealer.send(encode(FetchRequest(request_id=7, game_id=new_game_id(), since=None)))
             reply = decode(await asyncio.wait_for(dealer.recv(), 5.0))
-            assert isinstance(reply, MissingReply) and reply.q == 7
+            assert isinstance(reply, MissingReply) and reply.request_id == 7
             assert await metric(c.broker_http, bad, socket="router") - router_before == len(
                 requests
             )
@@ -903,16 +905,16 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
             dealer.setsockopt(zmq.LINGER, 0)
             dealer.setsockopt(zmq.RECONNECT_IVL, 50)
             dealer.connect(f"tcp://127.0.0.1:{c.catchup_port}")
-            await dealer.send(encode(FetchRequest(q=1, g=game.gid, since=None)))
-            assert decode(await asyncio.wait_for(dealer.recv(), 5.0)).q == 1
+            await dealer.send(encode(FetchRequest(request_id=1, game_id=game.gid, since=None)))
+            assert decode(await asyncio.wait_for(dealer.recv(), 5.0)).request_id == 1
             router_before = await metric(c.broker_http, bad, socket="router")
             await dealer.send(b"x" * (MAX_INBOUND + 1))
             # Requests sent behind it may be lost with the dropped connection: ask until answered.
             deadline = time.monotonic() + 5
             for q in range(2, 1000):
-                await dealer.send(encode(FetchRequest(q=q, g=game.gid, since=None)))
+                await dealer.send(encode(FetchRequest(request_id=q, game_id=game.gid, since=None)))
                 if await dealer.poll(200):
-                    assert decode(await dealer.recv()).q == q
+                    assert decode(await dealer.recv()).request_id == q
                     break
                 assert time.monotonic() < deadline, "the ROUTER stopped answering"
             assert await metric(c.broker_http, bad, socket="router") == router_before

@@ -21,6 +21,7 @@ from tests.integration.games import (
 )
 from tests.support.chess_games import random_game
 from xlmate.broker.journal import pack_record, read_records
+from xlmate.broker.records import CommandApplied
 from xlmate.client import GameClient
 
 
@@ -333,7 +334,7 @@ async def test_a_broker_that_lost_acked_moves_takes_every_socket_back_with_it(
         broker.kill()
         journal = cluster.root / "journal" / "journal.log"
         records, _, _ = read_records(journal)
-        last_two = [i for i, r in enumerate(records) if r.get("t") == "cmd"][-2]
+        last_two = [i for i, r in enumerate(records) if isinstance(r, CommandApplied)][-2]
         journal.write_bytes(b"".join(pack_record(r) for r in records[:last_two]))
         cluster.restart(broker)
         for client in (white, black):
@@ -363,7 +364,7 @@ async def test_compaction_keeps_live_games_and_archives_finished_ones(cluster: C
     ended: list[str] = []
 
     def games_in_journal() -> set[str]:
-        return {record["g"] for record in read_records(journal)[0]}
+        return {record.game_id for record in read_records(journal)[0]}
 
     try:
         await play(white, black, moves[:4], Played())

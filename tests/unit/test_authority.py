@@ -18,7 +18,13 @@ def test_the_deadline_heap_stays_bounded_however_many_moves(tmp_path: Path) -> N
     games = [f"g{n}" for n in range(20)]
     for number, game_id in enumerate(games):
         for seat in ("white", "black"):
-            req = OpenRequest(q=number, g=game_id, s=seat, p=None, tc=[600_000, 2_000])
+            req = OpenRequest(
+                request_id=number,
+                game_id=game_id,
+                seat=seat,
+                player_id=None,
+                clock=[600_000, 2_000],
+            )
             authority.open(req, T0, Batch())
     now = T0
     scripts = {game_id: random_game(seed, 80) for seed, game_id in enumerate(games)}
@@ -29,7 +35,9 @@ def test_the_deadline_heap_stays_bounded_however_many_moves(tmp_path: Path) -> N
             seat = "white" if ply % 2 == 0 else "black"
             cmd = {"t": "move", "u": scripts[game_id][ply]}
             batch = Batch()
-            msg = CommandMsg(g=game_id, e="edge-1", s=seat, i=f"c{ply}", c=cmd)
+            msg = CommandMsg(
+                game_id=game_id, edge_id="edge-1", seat=seat, command_id=f"c{ply}", command=cmd
+            )
             authority.command(msg, now, batch)
             assert batch.records, f"{game_id} ply {ply} was refused: {batch.frames}"
             largest = max(largest, len(authority._deadlines))

@@ -231,14 +231,15 @@ def test_commands_after_the_end_are_game_over() -> None:
     """Every command after the game ended is refused with game_over."""
     game = new_game()
     play(game, FOOLS_MATE)
-    for color, command in [
+    after_the_end: list[tuple[Color, GameCommand]] = [
         ("white", Move("e2e4")),
         ("white", Resign()),
         ("black", Draw("offer")),
         ("white", Takeback("offer")),
         ("black", Takeback("accept")),
-    ]:
-        assert rejected(game, color, command, T0 + 10_000) == "game_over"  # type: ignore[arg-type]
+    ]
+    for color, command in after_the_end:
+        assert rejected(game, color, command, T0 + 10_000) == "game_over"
     assert game.tick(T0 + 10**9) == []
 
 

@@ -1,4 +1,5 @@
-"""Property tests pinning the move hot path of broker/game.py to plain python-chess.
+"""Property tests pinning the move hot path (broker/fastchess.py, used by broker/game.py)
+to plain python-chess.
 
 ``Game._move`` does not call ``san_and_push``, ``is_legal``, ``is_repetition``
 or ``fen`` the straightforward way: it shares one king-safety computation
@@ -19,16 +20,15 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tests.support.chess_games import expected_ending
-from xlmate.broker.game import (
-    Game,
-    TimeControl,
-    _has_legal_move,
-    _is_legal,
-    _is_threefold,
-    _king_safety,
-    _san_without_suffix,
+from xlmate.broker.fastchess import (
     fast_fen,
+    has_legal_move,
+    is_legal,
+    is_threefold,
+    king_safety,
+    san_without_suffix,
 )
+from xlmate.broker.game import Game, TimeControl
 from xlmate.constants import Color, other
 from xlmate.messages import Move, Takeback
 
@@ -107,19 +107,19 @@ def test_helpers_agree_with_python_chess_in_every_position(
     board = chess.Board(fen)
     for _ in range(150):
         event(f"from {fen}")
-        safety = _king_safety(board)
+        safety = king_safety(board)
         assert safety[2] == board.checkers_mask()
         legal = list(board.generate_legal_moves())
-        assert _has_legal_move(board, safety) == bool(legal)
+        assert has_legal_move(board, safety) == bool(legal)
         assert fast_fen(board) == board.fen()
-        assert _is_threefold(board) == board.is_repetition(3)
+        assert is_threefold(board) == board.is_repetition(3)
         for move in legal:
-            assert _is_legal(board, move, safety)
-            san = _san_without_suffix(board, move, board.is_castling(move))
+            assert is_legal(board, move, safety)
+            san = san_without_suffix(board, move, board.is_castling(move))
             full = board.san(move)
             assert full in (san, san + "+", san + "#"), (board.fen(), move, san, full)
         for move in candidate_moves(board, rng):
-            assert _is_legal(board, move, safety) == board.is_legal(move), (board.fen(), move)
+            assert is_legal(board, move, safety) == board.is_legal(move), (board.fen(), move)
         if not legal or board.is_insufficient_material() or board.is_repetition(3):
             break
         board.push(pick_move(board, rng, shuffle))

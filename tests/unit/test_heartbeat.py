@@ -1,4 +1,4 @@
-"""The heartbeat wire format (discovery.heartbeat) and the client's back-off (pure parts)."""
+"""The heartbeat wire format (xlmate.heartbeat) and the client's back-off (pure parts)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xlmate.discovery.heartbeat import (
+from xlmate.edge.discovery_client import backoff_ms
+from xlmate.errors import WireError
+from xlmate.heartbeat import (
     MAX_FRAME,
     Goodbye,
     Heartbeat,
@@ -24,8 +26,6 @@ from xlmate.discovery.heartbeat import (
     encode_heartbeat,
     encode_reply,
 )
-from xlmate.edge.discovery_client import backoff_ms
-from xlmate.errors import WireError
 
 GOOD: dict[str, Any] = {
     "id": "eu-west-8101",
@@ -41,7 +41,7 @@ GOOD: dict[str, Any] = {
 
 def frame(**changes: Any) -> bytes:
     """A heartbeat frame with some fields changed (None deletes one)."""
-    obj = {"type": "heartbeat", **GOOD, **changes}
+    obj = {"k": "heartbeat", **GOOD, **changes}
     return bytes(msgpack.packb({k: v for k, v in obj.items() if v is not None}))
 
 
@@ -66,7 +66,27 @@ def test_reply_round_trip() -> None:
     assert decode_reply(encode_reply(Reply(False, "registry_full"))) == Reply(
         False, "registry_full"
     )
-    assert msgpack.unpackb(encode_reply(Reply(True))) == {"ok": True}
+    assert msgpack.unpackb(encode_reply(Reply(True))) == {"k": "reply", "ok": True, "error": None}
+
+
+def test_frames_of_peers_older_than_the_kind_key_are_still_read() -> None:
+    """A request naming its kind under ``type`` and a reply with no kind decode as before."""
+    legacy = msgpack.packb({"type": "heartbeat", **GOOD})
+    assert decode_heartbeat(legacy) == Heartbeat(**GOOD)
+    assert decode_request(msgpack.packb({"type": "goodbye", "id": "e1"})) == Goodbye("e1")
+    assert decode_reply(msgpack.packb({"ok": True})) == Reply(True)
+    assert decode_reply(msgpack.packb({"ok": False, "error": "bad_frame"})) == Reply(
+        False, "bad_frame"
+    )
+
+
+def test_a_field_with_a_default_may_be_left_out_and_a_required_one_may_not() -> None:
+    """The codec's rule: omitted optional fields take the class default; required ones fail."""
+    hb = decode_heartbeat(frame(interval_ms=None, capacity=None))
+    assert (hb.interval_ms, hb.capacity) == (1000, 1)
+    for required in ("id", "region", "url"):
+        with pytest.raises(WireError):
+            decode_request(frame(**{required: None}))
 
 
 def test_integer_load_becomes_float_and_unknown_keys_are_ignored() -> None:
@@ -131,12 +151,15 @@ def test_edge_values_are_accepted() -> None:
         msgpack.packb([1, 2, 3]),
         msgpack.packb("heartbeat"),
         msgpack.packb({1: 2}),
-        msgpack.packb({"type": "heartbeat"}),
+        msgpack.packb({"k": "heartbeat"}),
+        msgpack.packb({"k": "nope", **GOOD}),
         msgpack.packb({"type": "nope", **GOOD}),
-        msgpack.packb(GOOD),  # no type
+        msgpack.packb({"k": "reply", "ok": True}),  # a reply is not a request
+        msgpack.packb(GOOD),  # no kind
+        msgpack.packb({"k": "goodbye"}),
         msgpack.packb({"type": "goodbye"}),
         frame(id=None),
-        frame(interval_ms=None),
+        frame(region=None),
         frame() + b"trailing",
         frame(pad="x" * MAX_FRAME),
     ],
@@ -180,7 +203,7 @@ _values = st.one_of(
 )
 
 
-@given(st.dictionaries(st.sampled_from([*GOOD, "type", "extra"]), _values))
+@given(st.dictionaries(st.sampled_from([*GOOD, "k", "type", "extra"]), _values))
 def test_random_maps_only_raise_wire_error(obj: dict[str, Any]) -> None:
     """Maps with our keys and random values decode to a valid request or raise WireError."""
     try:

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xlmate.discovery.heartbeat import Heartbeat
 from xlmate.discovery.placement import place, rendezvous_score
 from xlmate.discovery.regions import RegionTable, default_table, load_table, parse_table
 from xlmate.discovery.registry import Node
 from xlmate.errors import ConfigError
+from xlmate.heartbeat import Heartbeat
 
 TABLE = default_table()
 REGIONS = ["eu-west", "eu-central", "us-east", "us-west", "ap-south", "ap-northeast", "sa-east"]

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from xlmate.discovery.heartbeat import Heartbeat
 from xlmate.discovery.registry import Registry
+from xlmate.heartbeat import Heartbeat
 
 
 def hb(edge_id: str = "e1", **changes: Any) -> Heartbeat:

@@ -1,18 +1,27 @@
-"""The edge -> discovery heartbeat wire format (REQ/REP, one msgpack map a frame).
+"""The edge -> discovery heartbeat format (REQ/REP, one msgpack map a frame).
+
+Encoded by ``xlmate.codec`` like every internal format (docs/protocol.md,
+"Internal formats"): ``k`` names the kind, keys a reader does not know are
+ignored, a field with a default may be left out.  Field names here are the
+full words (a heartbeat is sent once a second, so its size does not matter).
 
 Requests (edge -> discovery), one frame each:
 
-* ``{"type": "heartbeat", "id", "region", "url", "load", "connections",
+* ``{"k": "heartbeat", "id", "region", "url", "load", "connections",
   "capacity", "draining", "interval_ms"}``: the edge is alive; see ``Heartbeat``.
-* ``{"type": "goodbye", "id"}``: the edge is leaving; forget it now.
+* ``{"k": "goodbye", "id"}``: the edge is leaving; forget it now.
 
-Reply (discovery -> edge), exactly one per request: ``{"ok": true}`` or
-``{"ok": false, "error": "<code>"}`` (``bad_frame``, ``registry_full``).
+Reply (discovery -> edge), exactly one per request:
+``{"k": "reply", "ok": true, "error": nil}`` or ``{"k": "reply", "ok": false,
+"error": "<code>"}`` (``bad_frame``, ``registry_full``, ``internal``).
 
-Messages are frozen dataclasses validated when built: a bad field raises
-``WireError``, and so does any frame that does not decode to one of them (not
-msgpack, not a map, wrong or missing fields, bigger than ``MAX_FRAME``).  Keys
-this version does not know are ignored, so fields can be added later.
+Compatibility with edges and discovery from before this format had ``k``:
+requests that name their kind under ``type`` and replies without a kind are
+still read, so discovery can be upgraded before the edges.
+
+A bad field raises ``WireError`` when a message is built, and so does any
+frame that does not decode to one of them (not msgpack, not a map, unknown
+kind, a missing required field, bigger than ``MAX_FRAME``).
 """
 
 from __future__ import annotations
@@ -20,10 +29,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import ClassVar, Final
 
-import msgpack
-
+from xlmate.codec import Codec, Message
 from xlmate.errors import WireError
 
 MAX_FRAME: Final = 4096  # a heartbeat is ~200 bytes
@@ -35,6 +43,7 @@ MAX_INTERVAL_MS: Final = 60_000
 
 HEARTBEAT: Final = "heartbeat"
 GOODBYE: Final = "goodbye"
+REPLY: Final = "reply"
 
 # Reply error codes.
 BAD_FRAME: Final = "bad_frame"
@@ -51,7 +60,7 @@ def _check_id(value: object) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(Message):
     """One edge's status: who it is, where clients connect, and how busy it is.
 
     ``load`` is 0..1 as the edge reports it (shown to clients); an edge has room
@@ -59,6 +68,7 @@ class Heartbeat:
     often this edge heartbeats: discovery evicts it after 3 of them in silence.
     """
 
+    KIND: ClassVar[str] = HEARTBEAT
     id: str
     region: str
     url: str
@@ -99,9 +109,10 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
-class Goodbye:
+class Goodbye(Message):
     """An edge leaving on purpose: discovery forgets it at once."""
 
+    KIND: ClassVar[str] = GOODBYE
     id: str
 
     def __post_init__(self) -> None:
@@ -109,9 +120,10 @@ class Goodbye:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(Message):
     """Discovery's answer to one request."""
 
+    KIND: ClassVar[str] = REPLY
     ok: bool
     error: str | None = None
 
@@ -124,88 +136,40 @@ class Reply:
 
 Request = Heartbeat | Goodbye
 
-_HEARTBEAT_FIELDS: Final = (
-    "id",
-    "region",
-    "url",
-    "load",
-    "connections",
-    "capacity",
-    "draining",
-    "interval_ms",
-)
-
-
-def _pack(obj: dict[str, Any]) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return data
-
-
-def _unpack_map(data: bytes) -> dict[str, Any]:
-    """Bytes -> a msgpack map with string keys, or ``WireError``."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise WireError("a frame must be bytes")
-    if len(data) > MAX_FRAME:
-        raise WireError(f"frame of {len(data)} bytes is over {MAX_FRAME}")
-    try:
-        obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises many types: convert them all here
-        raise WireError(f"not msgpack: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise WireError("a frame must be a msgpack map")
-    return obj
+REQUESTS: Final = Codec((Heartbeat, Goodbye), max_frame=MAX_FRAME, legacy_kind_key="type")
+REPLIES: Final = Codec((Reply,), max_frame=MAX_FRAME)
 
 
 def encode_heartbeat(hb: Heartbeat) -> bytes:
     """A heartbeat request frame."""
-    out: dict[str, Any] = {"type": HEARTBEAT}
-    for name in _HEARTBEAT_FIELDS:
-        out[name] = getattr(hb, name)
-    return _pack(out)
+    return REQUESTS.encode(hb)
 
 
 def encode_goodbye(bye: Goodbye) -> bytes:
     """A goodbye request frame."""
-    return _pack({"type": GOODBYE, "id": bye.id})
+    return REQUESTS.encode(bye)
 
 
 def decode_request(data: bytes) -> Request:
     """A request frame -> ``Heartbeat`` or ``Goodbye``; anything else raises ``WireError``."""
-    obj = _unpack_map(data)
-    kind = obj.get("type")
-    if kind == HEARTBEAT:
-        missing = [name for name in _HEARTBEAT_FIELDS if name not in obj]
-        if missing:
-            raise WireError(f"heartbeat without {', '.join(missing)}")
-        return Heartbeat(**{name: obj[name] for name in _HEARTBEAT_FIELDS})
-    if kind == GOODBYE:
-        if "id" not in obj:
-            raise WireError("goodbye without id")
-        return Goodbye(obj["id"])
-    raise WireError(f"unknown request type {kind!r:.40}")
+    request: Request = REQUESTS.decode(data)
+    return request
 
 
 def decode_heartbeat(data: bytes) -> Heartbeat:
     """A heartbeat frame -> ``Heartbeat``; anything else (a goodbye too) raises ``WireError``."""
-    request = decode_request(data)
-    if not isinstance(request, Heartbeat):
-        raise WireError("not a heartbeat")
-    return request
+    return REQUESTS.decode_as(data, Heartbeat)
 
 
 def encode_reply(reply: Reply) -> bytes:
     """A reply frame."""
-    if reply.ok:
-        return _pack({"ok": True})
-    return _pack({"ok": False, "error": reply.error or "error"})
+    return REPLIES.encode(reply)
 
 
 def decode_reply(data: bytes) -> Reply:
     """A reply frame -> ``Reply``; anything else raises ``WireError``."""
-    obj = _unpack_map(data)
-    if "ok" not in obj:
-        raise WireError("reply without ok")
-    return Reply(obj["ok"], obj.get("error"))
+    reply: Reply = REPLIES.decode(data, default_kind=REPLY)
+    return reply
 
 
 OK_REPLY: Final = encode_reply(Reply(True))
