@@ -7,6 +7,7 @@ component's ``main(config)``.  Tests build them directly with free ports.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,8 @@ class EdgeConfig:
     heartbeat_ms: int = 1000
     capacity: int = 10_000  # connections; more are closed 1013
     max_per_ip: int = 1000  # connections per client address; more are closed 4008
+    rate_per_s: float = 20.0  # client messages a second, per socket (token bucket)
+    rate_burst: float = 40.0  # messages a socket may send at once before the rate applies
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client
     open_timeout_s: float = 10.0  # a WebSocket handshake must complete within this
     secret: str | None = None  # default XLMATE_SECRET or the development secret
@@ -112,3 +115,16 @@ class EdgeConfig:
     def id(self) -> str:
         """This edge's identity on the bus and at discovery."""
         return self.edge_id or f"{self.region}-{self.port}"
+
+    def __post_init__(self) -> None:
+        if self.rate_per_s <= 0 or self.rate_burst < 1:
+            raise ConfigError("rate-per-s must be above 0 and rate-burst at least 1")
+        if self.capacity < 1 or self.max_per_ip < 1:
+            raise ConfigError("capacity and max-per-ip must be at least 1")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"trusted-proxy must be an IP address or a CIDR block, not {proxy!r}"
+                ) from None
