@@ -163,7 +163,7 @@ class EdgeServer:
         self.lag.start(self.tasks, "edge.loop_lag")
         if gcfreeze.freeze_wanted(asyncio.get_running_loop()):
             # Thousands of sockets' state out of every full collection (xlmate/gcfreeze.py).
-            gcfreeze.GcFreezer().start(self.tasks, "edge.gc_freezer")
+            gcfreeze.GcFreezer(thaw=gcfreeze.thaw_every()).start(self.tasks, "edge.gc_freezer")
         self._faults = Faults.from_env()
         self._ctx = zmq.asyncio.Context()
         self.bus = BusClient(cfg, self._ctx, self._on_bus, self._m_bad.inc)

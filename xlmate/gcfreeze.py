@@ -16,16 +16,20 @@ are freed first: the oldest generation then only ever holds objects younger than
 a second, and a full collection costs next to nothing whatever the number of
 sockets.
 
-What it can leak: cyclic garbage made of objects that were frozen while alive (a
-closed socket's objects, if they form cycles) is never collected.  On uvloop a
-closed WebSocket leaves none; on asyncio's own loop it leaves 6 objects per
-closed socket (the selector transport and its bound ``_read_ready``), so
-``freeze_wanted`` says no on any loop but uvloop.  ``xlmate_gc_frozen_objects``
-shows what is frozen: per connection, it should stay flat; if it keeps growing,
-something leaks.
+What it leaks, measured (``benchmarks/freeze_leak.py``): objects that were
+frozen while alive are never collected once they become garbage.  A real edge on
+uvloop keeps ~11 frozen objects (~20 allocated blocks) per socket closed after it
+was frozen (flat without the freezer); on asyncio's own loop, 6 more per closed
+socket (the selector transport and its bound ``_read_ready``), so
+``freeze_wanted`` says no on any loop but uvloop.  To bound that, the freezer
+*thaws* every ``thaw_every`` seconds (10 minutes by default): ``gc.unfreeze()``
+then one full collection, which frees what closed sockets left and costs one
+full-collection pause (300-600 ms at 5,000 sockets) per thaw instead of one every
+10-100 s.  ``xlmate_gc_frozen_objects`` shows what is frozen: per connection it
+saws up between thaws and drops at each; growing across thaws, something leaks.
 
 ``XLMATE_GC_FREEZE`` overrides: ``auto`` (the default: on with uvloop, off
-otherwise) or ``off``.
+otherwise) or ``off``; ``XLMATE_GC_THAW_S`` sets the thaw period (seconds).
 
 ``GcStats`` (installed once per process) times every collection through
 ``gc.callbacks``; ``GcCollector`` exposes, at scrape time:
@@ -57,7 +61,9 @@ from xlmate.supervision import Supervisor
 log = logging.getLogger("xlmate.gcfreeze")
 
 FREEZE_ENV: Final = "XLMATE_GC_FREEZE"
+THAW_ENV: Final = "XLMATE_GC_THAW_S"
 INTERVAL_S: Final = 1.0
+THAW_EVERY_S: Final = 600.0
 GENERATIONS: Final = (0, 1, 2)
 
 
@@ -69,23 +75,41 @@ def freeze_wanted(loop: asyncio.AbstractEventLoop, environ: Mapping[str, str] = 
     return choice == "auto" and type(loop).__module__.split(".")[0] == "uvloop"
 
 
+def thaw_every(environ: Mapping[str, str] = os.environ) -> float:
+    """The thaw period: ``XLMATE_GC_THAW_S`` or 10 minutes."""
+    text = environ.get(THAW_ENV, "").strip()
+    try:
+        value = float(text) if text else THAW_EVERY_S
+    except ValueError:
+        raise ConfigError(f"{THAW_ENV} must be a number of seconds, not {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{THAW_ENV} must be positive")
+    return value
+
+
 class GcFreezer:
-    """Every ``interval`` s: a young collection, then ``gc.freeze()`` (module docstring)."""
+    """Every ``interval`` s: a young collection, then ``gc.freeze()``; every ``thaw``
+    s: ``gc.unfreeze()`` and a full collection instead (module docstring)."""
 
     def __init__(
         self,
         interval: float = INTERVAL_S,
+        thaw: float = THAW_EVERY_S,
         *,
         collect: Callable[[int], int] = gc.collect,
         freeze: Callable[[], None] = gc.freeze,
+        unfreeze: Callable[[], None] = gc.unfreeze,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
+        if interval <= 0 or thaw <= 0:
+            raise ValueError("interval and thaw must be positive")
         self.interval = interval
+        self.rounds_per_thaw = max(1, round(thaw / interval))
         self.freezes = 0
+        self.thaws = 0
         self._collect = collect
         self._freeze = freeze
+        self._unfreeze = unfreeze
         self._sleep = sleep
 
     def start(self, supervisor: Supervisor, name: str) -> asyncio.Task[Any]:
@@ -93,10 +117,17 @@ class GcFreezer:
         return supervisor.loop(self.run(), name)
 
     async def run(self, rounds: int | None = None) -> None:
-        """Freeze until cancelled (or ``rounds`` times, for tests)."""
-        while rounds is None or self.freezes < rounds:
+        """Freeze until cancelled (or ``rounds`` rounds, for tests)."""
+        done = 0
+        while rounds is None or done < rounds:
             await self._sleep(self.interval)
-            self._collect(1)  # young cycles first: they are garbage, not state to keep
+            done += 1
+            if done % self.rounds_per_thaw == 0:
+                self._unfreeze()  # what closed sockets left in frozen cycles is freed
+                self._collect(2)
+                self.thaws += 1
+            else:
+                self._collect(1)  # young cycles first: they are garbage, not state to keep
             self._freeze()
             self.freezes += 1
 

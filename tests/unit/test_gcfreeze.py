@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 
 from xlmate import metrics
 from xlmate.errors import ConfigError
-from xlmate.gcfreeze import GcFreezer, GcStats, freeze_wanted, watch
+from xlmate.gcfreeze import GcFreezer, GcStats, freeze_wanted, thaw_every, watch
 from xlmate.supervision import Supervisor
 
 
@@ -31,8 +31,8 @@ def test_freezer_is_wanted_on_uvloop_only() -> None:
         plain.close()
 
 
-async def test_each_round_collects_the_young_generations_then_freezes() -> None:
-    """A round is sleep(interval), gc.collect(1), gc.freeze(), in that order."""
+async def test_each_round_collects_young_then_freezes_and_thaws_fully_every_period() -> None:
+    """A round is sleep, gc.collect(1), gc.freeze(); every thaw period, unfreeze and collect(2)."""
     calls: list[str] = []
 
     async def sleep(delay: float) -> None:
@@ -42,12 +42,32 @@ async def test_each_round_collects_the_young_generations_then_freezes() -> None:
         calls.append(f"collect {generation}")
         return 0
 
-    freezer = GcFreezer(2.0, collect=collect, freeze=lambda: calls.append("freeze"), sleep=sleep)
-    await freezer.run(rounds=2)
-    assert calls == ["sleep 2", "collect 1", "freeze"] * 2
-    assert freezer.freezes == 2
+    freezer = GcFreezer(
+        2.0,
+        thaw=6.0,
+        collect=collect,
+        freeze=lambda: calls.append("freeze"),
+        unfreeze=lambda: calls.append("unfreeze"),
+        sleep=sleep,
+    )
+    await freezer.run(rounds=4)
+    young = ["sleep 2", "collect 1", "freeze"]
+    thaw = ["sleep 2", "unfreeze", "collect 2", "freeze"]
+    assert calls == young + young + thaw + young
+    assert freezer.freezes == 4 and freezer.thaws == 1
     with pytest.raises(ValueError):
         GcFreezer(0)
+    with pytest.raises(ValueError):
+        GcFreezer(1.0, thaw=0)
+
+
+def test_thaw_period_comes_from_the_environment() -> None:
+    """XLMATE_GC_THAW_S sets the thaw period; 10 minutes without it; nonsense is an error."""
+    assert thaw_every({}) == 600.0
+    assert thaw_every({"XLMATE_GC_THAW_S": "30"}) == 30.0
+    for bad in ("soon", "0", "-5"):
+        with pytest.raises(ConfigError):
+            thaw_every({"XLMATE_GC_THAW_S": bad})
 
 
 async def test_the_supervisor_owns_the_freezer() -> None:
@@ -57,7 +77,7 @@ async def test_the_supervisor_owns_the_freezer() -> None:
     async def sleep(_delay: float) -> None:
         await asyncio.sleep(0)
 
-    freezer = GcFreezer(collect=lambda _g: 0, freeze=frozen.set, sleep=sleep)
+    freezer = GcFreezer(collect=lambda _g: 0, freeze=frozen.set, unfreeze=lambda: None, sleep=sleep)
     supervisor = Supervisor("test", lambda: None)
     freezer.start(supervisor, "test.gc_freezer")
     await asyncio.wait_for(frozen.wait(), 5)
