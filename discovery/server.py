@@ -8,9 +8,15 @@ Thin glue around the pure parts (``registry``, ``placement``, ``regions``):
   ``xlmate_discovery_bad_frames_total``, as are peers that fail the ZeroMQ
   handshake (seen through a socket monitor); frames over ``MAX_MSG_SIZE`` make
   libzmq drop the connection before they reach us;
-* a sweep task forgets edges silent for 3 of their own intervals;
+* brokers heartbeat on the same socket (``BrokerHeartbeat``): ``brokers``
+  keeps the live broker of each shard and the cluster's shard count (fixed by
+  ``--shards N``, else by the first broker), refusing a broker with another
+  count (``shard_count``) or a second live broker for a shard (``shard_taken``);
+  every reply to an edge's heartbeat carries the shard map edges route by;
+* a sweep task forgets edges and brokers silent for 3 of their own intervals;
 * HTTP on ``host:port`` (``xlmate.httpd`` over the ``websockets`` server):
-  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /healthz``, ``GET /metrics``,
+  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /v1/brokers``,
+  ``GET /healthz``, ``GET /metrics``,
   with CORS for the origins of ``--allow-origin`` (preflight included) so platform
   pages can ask for an edge; other methods get 405.
 """
@@ -34,6 +40,7 @@ from zmq.utils.monitor import parse_monitor_message
 from xlmate import curve, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
+from xlmate.discovery.brokers import BrokerRegistry
 from xlmate.discovery.placement import place
 from xlmate.discovery.regions import RegionTable, default_table, load_table
 from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
@@ -42,6 +49,7 @@ from xlmate.heartbeat import (
     BAD_FRAME,
     OK_REPLY,
     REGISTRY_FULL,
+    BrokerHeartbeat,
     Goodbye,
     Heartbeat,
     Reply,
@@ -105,6 +113,7 @@ class DiscoveryServer:
             regions = load_table(config.regions_file) if config.regions_file else default_table()
         self.regions = regions
         self.registry = Registry(max_nodes=max_nodes)
+        self.brokers = BrokerRegistry(config.shards)
         self.http_port = config.port
         self.rep_port = config.rep_port
         self._max_fallbacks = max_fallbacks
@@ -154,6 +163,16 @@ class DiscoveryServer:
         available.set_function(
             lambda: sum(1 for n in self.registry.healthy(self._clock()) if n.available)
         )
+        self._m_broker_beats = metrics.counter(
+            self.metrics,
+            "discovery_broker_heartbeats",
+            "Broker heartbeats by result (ok, shard_count, shard_taken)",
+            ("result",),
+        )
+        brokers = metrics.gauge(self.metrics, "discovery_brokers", "Live brokers")
+        brokers.set_function(lambda: len(self.brokers.alive(self._clock())))
+        for result in ("ok", "shard_count", "shard_taken"):
+            self._m_broker_beats.labels(result)
         for reason in ("decode", "multipart", "handshake"):
             self._m_bad.labels(reason)
         for result in ("ok", "refused"):
@@ -164,6 +183,7 @@ class DiscoveryServer:
         self.router = Router(OriginPolicy(config.allow_origins))
         self.router.get("/v1/nodes/discovery", self._get_discovery)
         self.router.get("/v1/nodes", self._get_nodes)
+        self.router.get("/v1/brokers", self._get_brokers)
         self.router.get("/healthz", self._get_healthz)
         self.router.get("/metrics", lambda _req: metrics_response(self.metrics))
 
@@ -313,7 +333,11 @@ class DiscoveryServer:
             self._m_goodbyes.inc()
             if self.registry.remove(request.id) is not None:
                 log.info("edge %s said goodbye", request.id)
+            elif self.brokers.remove(request.id) is not None:
+                log.info("broker %s said goodbye", request.id)
             return OK_REPLY
+        if isinstance(request, BrokerHeartbeat):
+            return self._broker_beat(request)
         result = self.registry.beat(request, self._clock())
         if not result.accepted:
             self._m_heartbeats.labels("refused").inc()
@@ -325,6 +349,27 @@ class DiscoveryServer:
             return _FULL_REPLY
         self._m_heartbeats.labels("ok").inc()
         self._log_change(request, result)
+        shard_map = self.brokers.shard_map(self._clock())
+        return OK_REPLY if shard_map is None else encode_reply(Reply(True, shards=shard_map))
+
+    def _broker_beat(self, hb: BrokerHeartbeat) -> bytes:
+        """A broker's heartbeat: register it, or refuse it with a sentence it logs."""
+        result = self.brokers.beat(hb, self._clock())
+        if not result.accepted:
+            self._m_broker_beats.labels(result.error or "refused").inc()
+            log.warning("refused broker %s: %s", hb.id, result.message)
+            return encode_reply(Reply(False, result.error, result.message))
+        self._m_broker_beats.labels("ok").inc()
+        if result.previous is None:
+            log.info(
+                "broker %s joined: shard %d/%d (%s), epoch %s, xsub %s",
+                hb.id,
+                hb.shard,
+                hb.shards,
+                hb.role,
+                hb.epoch,
+                hb.xsub,
+            )
         return OK_REPLY
 
     @staticmethod
@@ -351,6 +396,13 @@ class DiscoveryServer:
         while True:
             await asyncio.sleep(self._sweep_interval_s)
             now = self._clock()
+            for entry in self.brokers.evict(now):
+                log.warning(
+                    "broker %s (shard %d) evicted: no heartbeat for %.1f s",
+                    entry.heartbeat.id,
+                    entry.heartbeat.shard,
+                    now - entry.last_seen,
+                )
             evicted = self.registry.evict(now)
             if evicted:
                 self._full_warned = False
@@ -419,6 +471,9 @@ class DiscoveryServer:
         return json_response(
             200, {"nodes": [node.operator_view(now) for node, _age in self.registry.all(now)]}
         )
+
+    def _get_brokers(self, _request: HttpRequest) -> Response:
+        return json_response(200, self.brokers.view(self._clock()))
 
     def _get_healthz(self, _request: HttpRequest) -> Response:
         nodes = len(self.registry.healthy(self._clock()))

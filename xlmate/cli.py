@@ -18,8 +18,15 @@ from urllib.parse import urlencode
 import click
 
 from xlmate import eventloop
-from xlmate.config import BrokerConfig, DiscoveryConfig, EdgeConfig, cluster_secret
+from xlmate.config import (
+    BrokerConfig,
+    DiscoveryConfig,
+    EdgeConfig,
+    cluster_secret,
+    default_journal_dir,
+)
 from xlmate.errors import XLMateError
+from xlmate.shards import ShardSpec
 from xlmate.tokens import Clock, mint_seat_token, new_game_id
 
 log = logging.getLogger("xlmate.cli")
@@ -109,6 +116,13 @@ def allow_origin_option(help_text: str) -> Callable[[FC], FC]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON region distance table (default: built in, see docs/discovery.md)",
 )
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="the cluster's broker shard count; brokers with another count are refused "
+    "(default: the count of the first broker that registers)",
+)
 def discovery(
     curve_dir: Path | None,
     allow_origins: tuple[str, ...],
@@ -117,6 +131,7 @@ def discovery(
     rep_host: str,
     rep_port: int,
     regions_file: Path | None,
+    shards: int | None,
 ) -> None:
     """Run discovery: edge registry and placement."""
     from xlmate.discovery.server import main as discovery_main
@@ -129,6 +144,7 @@ def discovery(
         regions_file=regions_file,
         curve_dir=curve_dir,
         allow_origins=_origins(allow_origins),
+        shards=shards,
     )
     _run(discovery_main(config))
 
@@ -142,10 +158,31 @@ def discovery(
 @click.option("--http-port", default=8099, show_default=True, help="/healthz and /metrics")
 @click.option(
     "--journal-dir",
-    default="var/journal",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="where the journal and archive live",
+    help="where the journal and archive live "
+    "[default: var/journal, or var/journal/shard-K-of-N with --shard K/N and N > 1]",
+)
+@click.option(
+    "--shard",
+    "shard_text",
+    default="1/1",
+    show_default=True,
+    help="this broker's shard K of the cluster's N, e.g. 1/2 (docs/architecture.md)",
+)
+@click.option(
+    "--discovery",
+    "discovery_endpoint",
+    default="tcp://127.0.0.1:5570",
+    show_default=True,
+    help="discovery heartbeat endpoint, where edges learn this shard's addresses "
+    "('' to not register)",
+)
+@click.option("--discovery-heartbeat-ms", default=1000, show_default=True)
+@click.option(
+    "--advertise-host",
+    default=None,
+    help="the host edges connect to, given to discovery (default: --host)",
 )
 @click.option(
     "--fsync",
@@ -170,7 +207,7 @@ def broker(
     xpub_port: int,
     catchup_port: int,
     http_port: int,
-    journal_dir: Path,
+    journal_dir: Path | None,
     fsync: str,
     fsync_interval_ms: int,
     heartbeat_ms: int,
@@ -178,17 +215,25 @@ def broker(
     abort_after_ms: int,
     compact_after: int,
     curve_dir: Path | None,
+    shard_text: str,
+    discovery_endpoint: str,
+    discovery_heartbeat_ms: int,
+    advertise_host: str | None,
 ) -> None:
-    """Run the broker: sequences, checks and journals every game."""
+    """Run a broker: sequences, checks and journals every game of its shard."""
     from xlmate.broker.server import main as broker_main
 
+    try:
+        shard = ShardSpec.parse(shard_text)
+    except XLMateError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from exc
     config = BrokerConfig(
         host=host,
         xsub_port=xsub_port,
         xpub_port=xpub_port,
         catchup_port=catchup_port,
         http_port=http_port,
-        journal_dir=journal_dir,
+        journal_dir=journal_dir or default_journal_dir(shard),
         fsync=fsync,  # type: ignore[arg-type]
         fsync_interval_ms=fsync_interval_ms,
         heartbeat_ms=heartbeat_ms,
@@ -196,6 +241,10 @@ def broker(
         abort_after_ms=abort_after_ms,
         curve_dir=curve_dir,
         compact_after=compact_after,
+        shard=shard,
+        discovery=discovery_endpoint or None,
+        discovery_heartbeat_ms=discovery_heartbeat_ms,
+        advertise_host=advertise_host,
     )
     _run(broker_main(config))
 

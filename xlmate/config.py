@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from xlmate.errors import ConfigError
+from xlmate.shards import MAX_SHARDS, ShardSpec
 
 FsyncPolicy = Literal["always", "interval", "never"]
 
@@ -43,6 +44,11 @@ class DiscoveryConfig:
     regions_file: Path | None = None  # JSON region distance table; None: the built-in one
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
     allow_origins: tuple[str, ...] = ("*",)  # browser origins answered with CORS headers
+    shards: int | None = None  # the cluster's broker shard count; None: the first broker's
+
+    def __post_init__(self) -> None:
+        if self.shards is not None and not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"shards must be 1 to {MAX_SHARDS}, not {self.shards}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,19 @@ class BrokerConfig:
     max_games: int = 100_000
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
     compact_after: int = 1000  # finished games between two journal compactions
+    shard: ShardSpec = field(default_factory=ShardSpec)  # this broker's shard K of N
+    discovery: str | None = None  # discovery's heartbeat endpoint; None: do not register
+    discovery_heartbeat_ms: int = 1000
+    advertise_host: str | None = None  # the host edges connect to (default: host)
+
+    @property
+    def broker_id(self) -> str:
+        """How this broker is named at discovery (the epoch is added per start)."""
+        return f"shard-{self.shard.index}-of-{self.shard.count}"
+
+    def endpoint(self, port: int) -> str:
+        """The ZeroMQ endpoint edges use for one of this broker's ports."""
+        return tcp(self.advertise_host or self.host, port)
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):
@@ -71,6 +90,12 @@ class BrokerConfig:
             raise ConfigError("history must be at least 1")
         if self.compact_after < 1:
             raise ConfigError("compact-after must be at least 1")
+
+
+def default_journal_dir(shard: ShardSpec) -> Path:
+    """``var/journal`` for a lone broker, ``var/journal/shard-K-of-N`` for a shard of N > 1."""
+    base = Path("var/journal")
+    return base / f"shard-{shard.index}-of-{shard.count}" if shard.sharded else base
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from typing import Final
 
 from xlmate.errors import ConfigError
 
-MAX_SHARDS: Final = 1024
+MAX_SHARDS: Final = 256  # (the shard map must fit a discovery reply)
 _MASK64: Final = (1 << 64) - 1
 _SPEC_RE: Final = re.compile(r"\s*(\d{1,4})\s*/\s*(\d{1,4})\s*")
 
