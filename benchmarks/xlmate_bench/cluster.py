@@ -275,7 +275,7 @@ class BrokerShard:
     def broker_option(self) -> str:
         """This shard as an edge's ``--broker`` value (static routing, no discovery)."""
         ports = (self.xsub_port, self.xpub_port, self.catchup_port)
-        return f"{self.index}=" + ",".join(f"tcp://127.0.0.1:{p}" for p in ports)
+        return f"{self.index}/{self.count}=" + ",".join(f"tcp://127.0.0.1:{p}" for p in ports)
 
 
 @dataclass
