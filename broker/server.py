@@ -55,6 +55,7 @@ from xlmate.heartbeat import SHARD_COUNT, SHARD_TAKEN, BrokerHeartbeat, Reply
 from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, refuse_websocket
 from xlmate.lifecycle import run_server
 from xlmate.shards import shard_of
+from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
     CTL_TOPIC,
     BrokerBeat,
@@ -126,10 +127,9 @@ class BrokerServer:
         for kind in ("cmd", "presence_report", "open", "fetch", "pgn"):
             self._m_wrong_shard.labels(kind)
         self.discovery: DiscoveryClient | None = None
-        self._discovery_task: asyncio.Task[None] | None = None
         self._refused_since: float | None = None  # first shard_taken answer of a streak
         self.registered = False
-        self.failure: str | None = None  # why the broker stopped itself (exit non-zero)
+        self.refusal: str | None = None  # discovery refused our shard: stop, exit non-zero
         self._m_games = metrics.gauge(self.registry, "broker_live_games", "games in play")
         self._m_games.set_function(lambda: len(self.authority.games))
         authority = self.authority
@@ -150,10 +150,11 @@ class BrokerServer:
         self._auth: AsyncioAuthenticator | None = None
         self._sockets: list[zmq.asyncio.Socket] = []
         self._shadows: dict[zmq.asyncio.Socket, zmq.Socket[bytes]] = {}  # for _send_all
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Supervisor("broker", self.close)
+        self._faults = Faults()
+        self._shutdown: asyncio.Task[None] | None = None
         self._http: Server | None = None
         self._closed = asyncio.Event()
-        self._closing = False
         self._last_now = 0
         self._timer_wake = asyncio.Event()
         self._timer_target = 0  # when the timer loop wakes next (ms): earlier deadlines wake it
@@ -186,18 +187,20 @@ class BrokerServer:
         self._http = await serve(
             refuse_websocket, cfg.host, cfg.http_port, process_request=router.process_request
         )
-        loops = [
-            self._durability_loop(),
-            self._compaction_loop(),
-            self._command_loop(),
-            self._subscription_loop(),
-            self._catchup_loop(),
-            self._timer_loop(),
-            self._heartbeat_loop(),
-        ]
+        self._faults = Faults.from_env()
+        loops = {
+            "broker.durability_loop": self._durability_loop(),
+            "broker.compaction_loop": self._compaction_loop(),
+            "broker.command_loop": self._command_loop(),
+            "broker.subscription_loop": self._subscription_loop(),
+            "broker.catchup_loop": self._catchup_loop(),
+            "broker.timer_loop": self._timer_loop(),
+            "broker.heartbeat_loop": self._heartbeat_loop(),
+        }
         if cfg.fsync == "interval":
-            loops.append(self._fsync_loop())
-        self._tasks = [asyncio.create_task(self._guard(loop)) for loop in loops]
+            loops["broker.fsync_loop"] = self._fsync_loop()
+        for name, loop in loops.items():
+            self.tasks.loop(loop, name)
         if cfg.discovery:
             self._start_discovery(ctx, cfg.discovery)
         log.info(
@@ -231,7 +234,7 @@ class BrokerServer:
             interval_ms=cfg.discovery_heartbeat_ms,
             curve_keys=keys,
         )
-        self._discovery_task = asyncio.create_task(self._guard(self.discovery.run()))
+        self.tasks.loop(self.discovery.run(), "broker.discovery_client")
 
     def _discovery_status(self) -> BrokerHeartbeat:
         cfg = self.config
@@ -275,9 +278,9 @@ class BrokerServer:
 
     def _fail(self, why: str) -> None:
         """Stop the broker because it must not serve; ``main`` exits non-zero with ``why``."""
-        if self.failure is None:
+        if self.refusal is None:
             log.error("%s: stopping", why)
-            self.failure = why
+            self.refusal = why
         self.close()
 
     @staticmethod
@@ -323,52 +326,44 @@ class BrokerServer:
         self._shadows[sock] = self._now_socket(sock)
         return sock
 
-    async def _guard(self, loop: Any) -> None:
-        """Run a loop; an unexpected crash of one loop stops the broker loudly."""
-        try:
-            await loop
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("broker loop crashed; shutting down")
-            self.close()
+    @property
+    def failure(self) -> str | None:
+        """The loop whose crash closed the broker, if one did (the process exits non-zero)."""
+        return self.tasks.failure
 
     def close(self) -> None:
-        """Stop everything; idempotent."""
-        if self._closing:
+        """Stop everything; idempotent (SIGTERM, or a crashed loop, ends up here)."""
+        if self._shutdown is not None:
             return
-        self._closing = True
-        for task in self._tasks:
-            task.cancel()
         if self._http is not None:
             self._http.close()
-        asyncio.get_running_loop().create_task(self._finish_close())
+        self._shutdown = asyncio.get_running_loop().create_task(self._finish_close())
 
     async def _finish_close(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.discovery is not None:
-            if self.failure is None and self.registered:
-                # A goodbye lets discovery accept our successor at once (rolling restart).
-                with contextlib.suppress(Exception):
-                    await self.discovery.goodbye()
-            self.discovery.close()
-            await self.discovery.wait_closed()
-            if self._discovery_task is not None:
-                await asyncio.gather(self._discovery_task, return_exceptions=True)
-        if self._http is not None:
-            await self._http.wait_closed()
-        self.journal.close()  # syncs: what waited for an fsync can go out now
-        self.archive.close()
-        self._send_all(self._outbox)
-        self._outbox.clear()
-        for sock in self._sockets:
-            sock.close(linger=200)
-        if self._auth is not None:
-            self._auth.stop()
-        if self._ctx is not None:
-            self._ctx.term()
-        log.info("broker stopped")
-        self._closed.set()
+        try:
+            await self.tasks.close()
+            if self.discovery is not None:
+                if self.refusal is None and self.registered:
+                    # A goodbye lets discovery accept our successor at once (rolling restart).
+                    with contextlib.suppress(Exception):
+                        await self.discovery.goodbye()
+                self.discovery.close()
+                await self.discovery.wait_closed()
+            if self._http is not None:
+                await self._http.wait_closed()
+            self.journal.close()  # syncs: what waited for an fsync can go out now
+            self.archive.close()
+            self._send_all(self._outbox)
+            self._outbox.clear()
+            for sock in self._sockets:
+                sock.close(linger=200)
+            if self._auth is not None:
+                self._auth.stop()
+            if self._ctx is not None:
+                self._ctx.term()
+            log.info("broker stopped")
+        finally:
+            self._closed.set()
 
     async def wait_closed(self) -> None:
         """Wait until ``close`` has finished."""
@@ -664,6 +659,7 @@ class BrokerServer:
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_ms / 1000
         while True:
+            self._faults.check("broker.heartbeat_loop")
             now = self._now()
             batch = Batch()
             batch.publish(CTL_TOPIC, encode(BrokerBeat(epoch=self.epoch, time_ms=now)))
@@ -681,10 +677,11 @@ class BrokerServer:
     # --- http ---------------------------------------------------------------------------
 
     def _healthz(self, _request: HttpRequest) -> Any:
+        failed = self.tasks.failure is not None or self._shutdown is not None
         return json_response(
-            200,
+            503 if failed else 200,
             {
-                "status": "ok",
+                "status": "failed" if self.tasks.failure else ("closing" if failed else "ok"),
                 "component": "broker",
                 "shard": str(self.shard),
                 "registered": self.registered,
@@ -700,5 +697,5 @@ async def main(config: BrokerConfig) -> None:
     Path(config.journal_dir).mkdir(parents=True, exist_ok=True)
     server = BrokerServer(config)
     await run_server(server)
-    if server.failure is not None:
-        raise ConfigError(server.failure)  # the CLI exits non-zero with this line
+    if server.refusal is not None:
+        raise ConfigError(server.refusal)  # the CLI exits non-zero with this line

@@ -65,6 +65,7 @@ from xlmate.httpd import (
     refuse_websocket,
 )
 from xlmate.lifecycle import run_server
+from xlmate.supervision import Supervisor
 
 log = logging.getLogger("xlmate.discovery")
 
@@ -124,7 +125,7 @@ class DiscoveryServer:
         self._monitor: zmq.asyncio.Socket | None = None
         self._auth: AsyncioAuthenticator | None = None
         self._http: Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Supervisor("discovery", self.close)
         self._state = "new"  # new -> running -> closing -> closed
         self._closed = asyncio.Event()
         self._shutdown: asyncio.Task[None] | None = None
@@ -234,11 +235,9 @@ class DiscoveryServer:
             self._state = "closed"
             self._closed.set()
             raise
-        self._tasks = [
-            asyncio.create_task(self._serve_rep(), name="discovery-rep"),
-            asyncio.create_task(self._sweep(), name="discovery-sweep"),
-            asyncio.create_task(self._watch_monitor(), name="discovery-monitor"),
-        ]
+        self.tasks.loop(self._serve_rep(), "discovery.rep_loop")
+        self.tasks.loop(self._sweep(), "discovery.sweep_loop")
+        self.tasks.loop(self._watch_monitor(), "discovery.monitor_loop")
         log.info(
             "discovery: HTTP on http://%s:%d, heartbeats on tcp://%s:%d, %d regions in the table",
             cfg.host,
@@ -247,6 +246,11 @@ class DiscoveryServer:
             self.rep_port,
             len(self.regions.regions),
         )
+
+    @property
+    def failure(self) -> str | None:
+        """The loop whose crash closed discovery, if one did (the process exits non-zero)."""
+        return self.tasks.failure
 
     def close(self) -> None:
         """Stop serving; idempotent.  ``wait_closed()`` waits for the end."""
@@ -266,9 +270,7 @@ class DiscoveryServer:
 
     async def _close_all(self) -> None:
         try:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.tasks.close()
             await self._teardown()
         finally:
             self._state = "closed"
@@ -477,7 +479,7 @@ class DiscoveryServer:
 
     def _get_healthz(self, _request: HttpRequest) -> Response:
         nodes = len(self.registry.healthy(self._clock()))
-        if self._state != "running" or any(t.done() for t in self._tasks):
+        if self._state != "running" or self.tasks.failure is not None:
             return json_response(503, {"status": "unavailable", "nodes": nodes})
         return json_response(200, {"status": "ok", "nodes": nodes})
 

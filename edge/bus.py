@@ -28,6 +28,7 @@ from xlmate import curve
 from xlmate.config import EdgeConfig, tcp
 from xlmate.constants import Color
 from xlmate.errors import WireError, XLMateError
+from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
     CTL_TOPIC,
     BrokerBeat,
@@ -128,14 +129,16 @@ class BusClient:
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._subscriptions: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._faults = Faults()
         self._drop_every = config.drop_events_every
         self._events_seen = 0
 
-    def start(self) -> None:
-        """Start reading the SUB and DEALER sockets."""
+    def start(self, owner: Supervisor, faults: Faults | None = None) -> None:
+        """Start reading the SUB and DEALER sockets, as loops of ``owner``."""
+        self._faults = faults or Faults()
         self._tasks = [
-            asyncio.create_task(self._read_sub()),
-            asyncio.create_task(self._read_dealer()),
+            owner.loop(self._read_sub(), "edge.bus_sub_reader"),
+            owner.loop(self._read_dealer(), "edge.bus_dealer_reader"),
         ]
 
     def close(self) -> None:
@@ -261,6 +264,7 @@ class BusClient:
         sub, sub_now = self.sub, self._sub_now
         while True:
             self._on_frames(await sub.recv_multipart())
+            self._faults.check("edge.bus_sub_reader")
             for _ in range(MAX_DRAIN):  # then what is already queued, without a future each
                 try:
                     frames = sub_now.recv_multipart(flags=zmq.NOBLOCK)

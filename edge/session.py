@@ -1,4 +1,4 @@
-"""One client WebSocket: its seat, its last delivered ``v``, its bounded outbox.
+"""One client WebSocket: its seat, its bounded outbox, its writer and closer tasks.
 
 The edge never awaits a client inside the fan-out.  ``send`` writes the frame
 (shared ``bytes``, encoded once at the broker) straight to the connection
@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from xlmate.constants import CLOSE_POLICY, Color
+from xlmate.tokens import SeatClaims
 
 log = logging.getLogger("xlmate.edge")
 
@@ -96,13 +97,14 @@ class Session:
     """A connected player or spectator of one game on this edge."""
 
     __slots__ = (
+        "_closer",
         "_flusher",
         "_marked",
         "_writer",
         "_writing",
+        "claims",
         "closed",
         "game_id",
-        "last_v",
         "on_kill",
         "queue",
         "rate",
@@ -123,11 +125,12 @@ class Session:
         rate: TokenBucket,
         flusher: Flusher,
         on_kill: Callable[[int], None] | None = None,
+        claims: SeatClaims | None = None,
     ) -> None:
         self.ws = ws
         self.game_id = game_id
         self.seat = seat
-        self.last_v: int | None = None  # None until the first sync/catch-up is sent
+        self.claims = claims  # the seat token's claims (None for a spectator)
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_limit)
         self.rate = rate
         self.strikes = 0
@@ -137,7 +140,9 @@ class Session:
         self._marked = False  # frames framed by send, written at the end of the loop turn
         self.on_kill = on_kill  # told the close code whenever the edge closes this socket
         self.remote = remote
-        self._writer = asyncio.create_task(self._write())
+        # The session owns its two tasks; the connection handler awaits them (wait_closed).
+        self._writer = asyncio.create_task(self._write(), name=f"edge.writer {game_id}")
+        self._closer: asyncio.Task[None] | None = None
 
     @property
     def you(self) -> str:
@@ -194,17 +199,6 @@ class Session:
         """Queue one JSON message."""
         self.send(dumps(payload))
 
-    def deliver(self, v: int, data: bytes) -> bool:
-        """Send event ``v`` if it is the next one; False if this session has a gap."""
-        last = self.last_v
-        if last is None or v <= last:
-            return True
-        if v != last + 1:
-            return False
-        self.last_v = v
-        self.send(data)
-        return True
-
     def kill(self, code: int, reason: str) -> None:
         """Close the socket with ``code`` (once), dropping what is queued."""
         if self.closed:
@@ -216,7 +210,7 @@ class Session:
             self.queue.get_nowait()
             self.queue.task_done()
         self._writer.cancel()
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self._closer = asyncio.create_task(self._close(code, reason), name="edge.close")
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -247,3 +241,10 @@ class Session:
         """The socket is gone: stop the writer."""
         self.closed = True
         self._writer.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait for the writer and the close handshake (after ``stop``); log what they raised."""
+        tasks = [self._writer] if self._closer is None else [self._writer, self._closer]
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("socket task of game %s failed", self.game_id, exc_info=result)

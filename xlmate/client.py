@@ -43,6 +43,7 @@ from xlmate.constants import (
     UNAVAILABLE,
 )
 from xlmate.errors import XLMateError
+from xlmate.supervision import Supervisor
 
 log = logging.getLogger("xlmate.client")
 
@@ -167,6 +168,8 @@ class GameClient:
         self._failed: dict[str, float] = {}  # edge URL -> when connecting to it last failed
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
+        # Owns the short-lived sends (a sync request, a retried command); close() awaits them.
+        self._helpers = Supervisor(f"client {game_id}", lambda: None)
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._fatal: ClientError | None = None
@@ -177,7 +180,7 @@ class GameClient:
     async def connect(self, timeout: float = 10.0) -> GameClient:
         """Start the connection loop and wait for the first ``sync``."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run())
+            self._task = asyncio.create_task(self._run_guarded(), name="client.connection_loop")
         await self.wait_for(lambda: self.model.synced, timeout)
         return self
 
@@ -189,8 +192,9 @@ class GameClient:
                 await self._ws.close()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task  # _run_guarded ends with nothing but a cancellation
+        await self._helpers.close()
         for out in self._outgoing.values():
             if not out.future.done():
                 out.future.set_exception(ClientError("client closed"))
@@ -269,6 +273,17 @@ class GameClient:
             await ws.send(text)
 
     # --- the connection loop ---------------------------------------------------------
+
+    async def _run_guarded(self) -> None:
+        """The connection loop; a crash (a bug) is logged and ends every wait with an error."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("game %s: the client's connection loop crashed", self.game_id)
+            self._fatal = ClientError(f"the connection loop crashed: {exc!r}")
+            self._changed.set()
 
     async def _run(self) -> None:
         attempt = 0
@@ -371,7 +386,7 @@ class GameClient:
             if v <= self.model.v:
                 return
             if v != self.model.v + 1:
-                asyncio.get_running_loop().create_task(self._send({"type": "sync"}))
+                self._helpers.spawn(self._send({"type": "sync"}), "client.ask_sync")
                 return
             self.model.apply_event(message)
             self.events.append(message)
@@ -393,7 +408,7 @@ class GameClient:
             return
         if message.get("code") == UNAVAILABLE and time.monotonic() < out.deadline:
             asyncio.get_running_loop().call_later(
-                0.2, lambda: asyncio.ensure_future(self._send(out.payload))
+                0.2, lambda: self._helpers.spawn(self._send(out.payload), "client.resend")
             )
             return
         out.future.set_exception(CommandFailed(message.get("code", ""), message.get("message", "")))

@@ -1,8 +1,12 @@
 """Run a server until SIGINT or SIGTERM, then shut it down in order.
 
 Every server in this project has ``start()``, an idempotent ``close()`` and
-``wait_closed()`` (docs/architecture.md, Style).  ``run_server`` is the one place
-that wires them to process signals, so the CLI stays a thin layer.
+``wait_closed()`` (docs/architecture.md, Style), and says in ``failure`` which
+of its loops crashed, if one did (``xlmate.supervision``).  ``run_server`` is
+the one place that wires them to process signals and to the exit status, so
+the CLI stays a thin layer: a server that closed because a loop crashed raises
+``ComponentFailed``, which the CLI turns into a non-zero exit (so systemd or
+Kubernetes restart it).
 """
 
 from __future__ import annotations
@@ -10,6 +14,12 @@ from __future__ import annotations
 import asyncio
 import signal
 from typing import Protocol
+
+from xlmate.errors import XLMateError
+
+
+class ComponentFailed(XLMateError):
+    """A server closed because one of its loops crashed (the log has the traceback)."""
 
 
 class Server(Protocol):
@@ -21,9 +31,13 @@ class Server(Protocol):
 
     async def wait_closed(self) -> None: ...
 
+    @property
+    def failure(self) -> str | None: ...
+
 
 async def run_server(server: Server) -> None:
-    """Start ``server``, wait for SIGINT/SIGTERM, close it and wait until it is closed."""
+    """Start ``server``, wait for SIGINT/SIGTERM (or its own close), close it and wait
+    until it is closed; raise ``ComponentFailed`` if it closed because a loop crashed."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -34,8 +48,11 @@ async def run_server(server: Server) -> None:
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
+        closed.cancel()  # (the finally below waits for the close itself)
     finally:
         server.close()
         await server.wait_closed()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    if server.failure is not None:
+        raise ComponentFailed(f"{server.failure} crashed; exiting to be restarted")

@@ -320,12 +320,14 @@ class Cluster:
         """The broker's HTTP base URL."""
         return f"http://127.0.0.1:{self.broker_http_port}"
 
-    def _spawn(self, name: str, args: list[str], health_url: str) -> Proc:
+    def _spawn(
+        self, name: str, args: list[str], health_url: str, env: dict[str, str] | None = None
+    ) -> Proc:
         proc = Proc(
             name,
             args,
             self.root,
-            self.env,
+            {**self.env, **(env or {})},
             health_url,
             log_level=self.log_level,
             isolate=self.isolate,
@@ -363,9 +365,14 @@ class Cluster:
             *extra,
         ]
 
-    def start_broker(self, *extra: str, wait: bool = True) -> Proc:
-        """Start the broker (and wait until it serves, unless ``wait`` is False)."""
-        self.broker = self._spawn("broker", self.broker_args(*extra), f"{self.broker_http}/healthz")
+    def start_broker(
+        self, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Proc:
+        """Start the broker (and wait until it serves, unless ``wait`` is False); ``env``
+        adds to its environment (e.g. ``XLMATE_FAULT_INJECT``)."""
+        self.broker = self._spawn(
+            "broker", self.broker_args(*extra), f"{self.broker_http}/healthz", env
+        )
         if wait:
             self.broker.wait_healthy()
         return self.broker
@@ -409,8 +416,11 @@ class Cluster:
         proc.wait_healthy()
         return proc
 
-    def start_edge(self, region: str, *extra: str, wait: bool = True) -> Edge:
-        """Start an edge in ``region`` on a free port, id ``<region>-<port>``."""
+    def start_edge(
+        self, region: str, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Edge:
+        """Start an edge in ``region`` on a free port, id ``<region>-<port>``; ``env`` adds
+        to its environment."""
         port = free_port()
         edge_id = f"{region}-{port}"
         args = [
@@ -426,7 +436,7 @@ class Cluster:
             *self.edge_args,
             *extra,
         ]
-        proc = self._spawn(f"edge-{edge_id}", args, f"http://127.0.0.1:{port}/healthz")
+        proc = self._spawn(f"edge-{edge_id}", args, f"http://127.0.0.1:{port}/healthz", env)
         edge = Edge(proc, region, port, edge_id)
         self.edges.append(edge)
         if wait:
