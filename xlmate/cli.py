@@ -265,6 +265,14 @@ def broker(
 @click.option("--broker-xpub-port", default=5556, show_default=True)
 @click.option("--broker-catchup-port", default=5557, show_default=True)
 @click.option(
+    "--broker",
+    "brokers",
+    multiple=True,
+    help="a broker shard by hand, K/N=XSUB,XPUB,CATCHUP (repeat for each shard; then "
+    "discovery's shard map is not used); without it: --broker-host and its ports until "
+    "discovery's map",
+)
+@click.option(
     "--discovery",
     default="tcp://127.0.0.1:5570",
     show_default=True,
@@ -299,6 +307,7 @@ def edge(
     broker_xsub_port: int,
     broker_xpub_port: int,
     broker_catchup_port: int,
+    brokers: tuple[str, ...],
     discovery: str,
     heartbeat_ms: int,
     capacity: int,
@@ -324,6 +333,7 @@ def edge(
         broker_xsub_port=broker_xsub_port,
         broker_xpub_port=broker_xpub_port,
         broker_catchup_port=broker_catchup_port,
+        brokers=brokers,
         discovery=discovery or None,
         heartbeat_ms=heartbeat_ms,
         capacity=capacity,

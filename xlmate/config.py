@@ -111,6 +111,9 @@ class EdgeConfig:
     broker_xsub_port: int = 5555
     broker_xpub_port: int = 5556
     broker_catchup_port: int = 5557
+    # Broker shards by hand, "K/N=XSUB,XPUB,CATCHUP" each (edge/shardmap.py); empty: the
+    # broker above until discovery's shard map (docs/architecture.md, "Broker shards").
+    brokers: tuple[str, ...] = ()
     discovery: str | None = "tcp://127.0.0.1:5570"  # None: do not register
     heartbeat_ms: int = 1000
     capacity: int = 10_000  # connections; more are closed 1013
