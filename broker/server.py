@@ -246,7 +246,7 @@ class BrokerServer:
             xsub=cfg.endpoint(cfg.xsub_port),
             xpub=cfg.endpoint(cfg.xpub_port),
             catchup=cfg.endpoint(cfg.catchup_port),
-            http=f"http://{cfg.advertise_host or cfg.host}:{cfg.http_port}",
+            http=f"http://{cfg.public_host}:{cfg.http_port}",
             interval_ms=cfg.discovery_heartbeat_ms,
         )
 

@@ -437,6 +437,9 @@ def game_new(
 @click.option("--target-url", "target_urls", multiple=True, help="drive a plain relay (repeat)")
 @click.option("--edges", default=2, show_default=True, help="edges of the cluster it starts")
 @click.option(
+    "--shards", default=1, show_default=True, help="broker shards of the cluster it starts"
+)
+@click.option(
     "--fsync",
     type=click.Choice(["always", "interval", "never"]),
     default="always",
@@ -479,6 +482,7 @@ def bench(
     discovery_url: str | None,
     target_urls: tuple[str, ...],
     edges: int,
+    shards: int,
     fsync: str,
     client: str,
     compression: bool,
@@ -511,6 +515,7 @@ def bench(
             discovery_url=discovery_url,
             target_urls=target_urls,
             edges=edges,
+            shards=shards,
             fsync=fsync,  # type: ignore[arg-type]
             client=client,  # type: ignore[arg-type]
             compression=compression,

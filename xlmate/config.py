@@ -8,6 +8,7 @@ component's ``main(config)``.  Tests build them directly with free ports.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -79,9 +80,19 @@ class BrokerConfig:
         """How this broker is named at discovery (the epoch is added per start)."""
         return f"shard-{self.shard.index}-of-{self.shard.count}"
 
+    @property
+    def public_host(self) -> str:
+        """The host edges connect to: ``advertise_host``, else ``host`` unless that is a
+        wildcard (``0.0.0.0``, ``::``, ``*``), then this machine's name."""
+        if self.advertise_host:
+            return self.advertise_host
+        if self.host in ("0.0.0.0", "::", "*", ""):
+            return socket.gethostname()
+        return self.host
+
     def endpoint(self, port: int) -> str:
         """The ZeroMQ endpoint edges use for one of this broker's ports."""
-        return tcp(self.advertise_host or self.host, port)
+        return tcp(self.public_host, port)
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):

@@ -455,6 +455,19 @@ class Cluster:
 
         wait_until(listed, timeout, "edges to register with discovery")
 
+    def wait_routed(self, *edges: Edge, shards: int, timeout: float = REGISTERED_TIMEOUT_S) -> None:
+        """Wait until every given edge routes by ``shards`` shards and hears each broker."""
+
+        def routed(edge: Edge) -> bool:
+            _, body = http_json(f"{edge.http}/healthz")
+            view = body.get("shards", {}) if isinstance(body, dict) else {}
+            brokers = view.get("brokers", {})
+            return view.get("count") == shards and all(
+                brokers.get(str(k), {}).get("up") for k in range(1, shards + 1)
+            )
+
+        wait_until(lambda: all(routed(e) for e in edges), timeout, "edges to hear every shard")
+
     def new_game(self, clock: str = "5+3", *extra: str) -> dict[str, Any]:
         """``xlmate game new``: a game id and both seat tokens."""
         out = subprocess.check_output(
