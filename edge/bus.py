@@ -154,6 +154,11 @@ class BusClient:
             if not sock.closed:
                 sock.close(linger=500 if sock is self.pub else 0)
 
+    @property
+    def finished(self) -> bool:
+        """Closed, and its reader tasks have ended."""
+        return self.sub.closed and all(task.done() for task in self._tasks)
+
     async def wait_closed(self) -> None:
         """Wait for the reader tasks to end."""
         await asyncio.gather(*self._tasks, return_exceptions=True)

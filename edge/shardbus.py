@@ -143,7 +143,9 @@ class ShardedBus:
             self._resubscribe(rehash=self.routing.count != before, shards=set(changed))
 
     def _retire(self, link: BusClient) -> None:
+        """Close a replaced shard client; keep it until its readers have ended."""
         link.close()
+        self._retired = [old for old in self._retired if not old.finished]
         self._retired.append(link)
 
     def _resubscribe(self, *, rehash: bool, shards: set[int]) -> None:
