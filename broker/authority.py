@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import orjson
 
+from xlmate import logs
 from xlmate.broker.archive import Archive
 from xlmate.broker.game import Game, TimeControl
 from xlmate.broker.pgn import game_pgn
@@ -325,6 +326,16 @@ class Authority:
         live = self.games.pop(game_id, None)
         if live is None:
             return None
+        game = live.game
+        logs.event(
+            log,
+            "game_ended",
+            f"game {game_id} ended: {game.result} ({game.reason}) after {len(game.moves)} moves",
+            game=game_id,
+            result=game.result,
+            reason=game.reason,
+            moves=len(game.moves),
+        )
         live.pgn = game_pgn(live.game)
         self.archive.store(game_id, self._sync(live, now_ms), live.pgn)
         # Kept small: a finished game only answers late catch-ups, heads and PGN requests.

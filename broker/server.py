@@ -42,7 +42,7 @@ import zmq.asyncio
 from websockets.asyncio.server import Server, serve
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from xlmate import curve, metrics
+from xlmate import curve, logs, metrics
 from xlmate.broker.archive import Archive
 from xlmate.broker.authority import Authority, Batch
 from xlmate.broker.journal import Journal, read_records, scan_records
@@ -321,8 +321,8 @@ class BrokerServer:
             sock.setsockopt(option, value)
         if self._curve_pair is not None:
             curve.make_server(sock, self._curve_pair)
+        self._sockets.append(sock)  # closed by close(), even when bind fails (or term() hangs)
         sock.bind(tcp(self.config.host, port))
-        self._sockets.append(sock)
         self._shadows[sock] = self._now_socket(sock)
         return sock
 
@@ -385,12 +385,16 @@ class BrokerServer:
         if ended or records:
             self._compact()
         # Deadlines that passed while the broker was down fire on the first timer turn.
-        log.info(
-            "recovered %d live games from %d journal records in %.0f ms (%d finished archived)",
-            len(self.authority.games),
-            len(records),
-            (time.monotonic() - started) * 1000,
-            len(ended),
+        games, ms = len(self.authority.games), round((time.monotonic() - started) * 1000)
+        logs.event(
+            log,
+            "broker_recovered",
+            f"recovered {games} live games from {len(records)} journal records in {ms} ms "
+            f"({len(ended)} finished archived)",
+            live_games=games,
+            records=len(records),
+            finished=len(ended),
+            duration_ms=ms,
         )
 
     def _check_journal_shard(self) -> None:

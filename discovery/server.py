@@ -37,7 +37,7 @@ from websockets.http11 import Response
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from xlmate import curve, metrics
+from xlmate import curve, logs, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
 from xlmate.discovery.brokers import BrokerRegistry
@@ -84,9 +84,14 @@ _HANDSHAKE_FAILURES: Final = (
 
 
 class _AccessLog(logging.LoggerAdapter[logging.Logger]):
-    """``websockets`` logs every HTTP response at INFO; discovery sends one per client: DEBUG."""
+    """``websockets`` logs every HTTP response at INFO; discovery sends one per client: DEBUG.
+
+    Its own DEBUG lines are raw request lines and headers: dropped, never written.
+    """
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level == logging.DEBUG:
+            return
         super().log(logging.DEBUG if level == logging.INFO else level, msg, *args, **kwargs)
 
 
@@ -334,7 +339,13 @@ class DiscoveryServer:
         if isinstance(request, Goodbye):
             self._m_goodbyes.inc()
             if self.registry.remove(request.id) is not None:
-                log.info("edge %s said goodbye", request.id)
+                logs.event(
+                    log,
+                    "edge_left",
+                    f"edge {request.id} said goodbye",
+                    edge=request.id,
+                    why="goodbye",
+                )
             elif self.brokers.remove(request.id) is not None:
                 log.info("broker %s said goodbye", request.id)
             return OK_REPLY
@@ -378,14 +389,16 @@ class DiscoveryServer:
     def _log_change(hb: Heartbeat, result: BeatResult) -> None:
         prev = result.previous
         if prev is None:
-            log.info(
-                "edge %s joined: region %s, url %s, %d/%d connections%s",
-                hb.id,
-                hb.region,
-                hb.url,
-                hb.connections,
-                hb.capacity,
-                ", draining" if hb.draining else "",
+            logs.event(
+                log,
+                "edge_joined",
+                f"edge {hb.id} joined: region {hb.region}, url {hb.url}",
+                edge=hb.id,
+                region=hb.region,
+                url=hb.url,
+                connections=hb.connections,
+                capacity=hb.capacity,
+                draining=hb.draining,
             )
             return
         if prev.draining != hb.draining:
@@ -410,11 +423,15 @@ class DiscoveryServer:
                 self._full_warned = False
             for node in evicted:
                 self._m_evictions.inc()
-                log.info(
-                    "edge %s evicted: no heartbeat for %.1f s (interval %d ms)",
-                    node.id,
-                    now - node.last_seen,
-                    node.heartbeat.interval_ms,
+                silent = round(now - node.last_seen, 1)
+                logs.event(
+                    log,
+                    "edge_left",
+                    f"edge {node.id} evicted: no heartbeat for {silent} s",
+                    edge=node.id,
+                    why="evicted",
+                    silent_s=silent,
+                    interval_ms=node.heartbeat.interval_ms,
                 )
 
     async def _watch_monitor(self) -> None:

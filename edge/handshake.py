@@ -43,10 +43,12 @@ class Admission:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A socket turned away with a close code."""
+    """A socket turned away with a close code; ``token_game`` names the game when the
+    seat token was the reason (the operator's log says so, never showing the token)."""
 
     code: int
     reason: str
+    token_game: str | None = None
 
 
 def admit(
@@ -72,9 +74,9 @@ def admit(
         try:
             claims = verify_seat_token(query.get("token", ""), secret, game_id)
         except WrongGame as exc:
-            return Refusal(CLOSE_WRONG_GAME, str(exc))
+            return Refusal(CLOSE_WRONG_GAME, str(exc), game_id)
         except TokenError as exc:
-            return Refusal(CLOSE_BAD_TOKEN, str(exc)[:120])
+            return Refusal(CLOSE_BAD_TOKEN, str(exc)[:120], game_id)
     return Admission(game_id, claims, version(query.get("v")))
 
 

@@ -1,6 +1,6 @@
 """What a client sends: rate-limited, parsed, and handed to the edge.
 
-Each socket has a token bucket (``RATE_PER_S``, ``RATE_BURST``).  A frame over
+Each socket has a token bucket (``--rate-per-s``, ``--rate-burst``).  A frame over
 the rate is answered ``rate_limited`` (with its ``id`` when one can be
 salvaged) and earns a strike; good frames earn strikes back, and a socket
 with more than ``MAX_STRIKES`` is closed 4008.  Binary frames and frames that
@@ -9,18 +9,20 @@ break the protocol get an ``error`` and change nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from xlmate import logs
 from xlmate.constants import BAD_MESSAGE, CLOSE_POLICY, RATE_LIMITED
 from xlmate.edge.handshake import salvage_id
 from xlmate.edge.session import Session
 from xlmate.errors import ProtocolError
 from xlmate.messages import Command, Ping, SyncRequest, parse_client_message
 
-RATE_PER_S: Final = 20.0  # client messages a second, per socket
-RATE_BURST: Final = 40.0
+log = logging.getLogger("xlmate.edge")
+
 MAX_STRIKES: Final = 50  # rate-limited messages before a socket is closed 4008
 PONG: Final = b'{"type":"pong"}'
 
@@ -54,6 +56,17 @@ async def read_client(session: Session, handlers: Handlers) -> None:
         else:
             session.strikes += 1
             if session.strikes > MAX_STRIKES:
+                logs.event(
+                    log,
+                    "client_closed",
+                    f"flooding client closed 4008 on game {session.game_id}",
+                    logging.WARNING,
+                    game=session.game_id,
+                    seat=session.you,
+                    remote=session.remote,
+                    why="flooding",
+                    code=CLOSE_POLICY,
+                )
                 session.kill(CLOSE_POLICY, "flooding")
                 await session.ws.close(CLOSE_POLICY, "flooding")  # before the handler's 1000
                 return

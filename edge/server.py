@@ -39,13 +39,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import zmq.asyncio
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
-from xlmate import curve, metrics
+from xlmate import curve, logs, metrics
 from xlmate.config import EdgeConfig, cluster_secret, tcp
 from xlmate.constants import CLOSE_DRAINING, CLOSE_INTERNAL, MAX_CLIENT_FRAME
 from xlmate.edge import handshake
@@ -53,7 +54,7 @@ from xlmate.edge.commands import Commands
 from xlmate.edge.discovery_client import DiscoveryClient
 from xlmate.edge.games import Games
 from xlmate.edge.handshake import salvage_id as _salvage_id
-from xlmate.edge.inbound import MAX_STRIKES, RATE_BURST, RATE_PER_S, Handlers, read_client
+from xlmate.edge.inbound import MAX_STRIKES, Handlers, read_client
 from xlmate.edge.pages import Pages
 from xlmate.edge.pending import PendingCommands
 from xlmate.edge.session import Flusher, Session, TokenBucket, client_address
@@ -77,7 +78,7 @@ from xlmate.wire import (
     encode,
 )
 
-__all__ = ["MAX_STRIKES", "RATE_BURST", "RATE_PER_S", "EdgeServer", "_salvage_id", "main"]
+__all__ = ["MAX_STRIKES", "EdgeServer", "_salvage_id", "main"]
 
 log = logging.getLogger("xlmate.edge")
 
@@ -449,6 +450,7 @@ class EdgeServer:
             crowded=self.per_ip.get(remote, 0) >= self.max_per_ip,
         )
         if isinstance(verdict, handshake.Refusal):
+            self._log_refusal(ws, verdict, remote)
             self._count_close(verdict.code)
             await ws.close(verdict.code, verdict.reason)
             return
@@ -467,12 +469,21 @@ class EdgeServer:
             verdict.claims.color if verdict.claims else None,
             remote=remote,
             queue_limit=QUEUE_LIMIT,
-            rate=TokenBucket(RATE_PER_S, RATE_BURST, time.monotonic()),
+            rate=TokenBucket(self.config.rate_per_s, self.config.rate_burst, time.monotonic()),
             flusher=self._flusher,
             on_kill=self._count_close,
             claims=verdict.claims,
         )
         self._join(session)
+        opened = time.monotonic()
+        logs.event(
+            log,
+            "conn_opened",
+            f"socket opened: game {session.game_id} as {session.you}",
+            game=session.game_id,
+            seat=session.you,
+            remote=remote,
+        )
         assert self.games is not None
         try:
             if await self.games.open(session, verdict.since):
@@ -482,6 +493,40 @@ class EdgeServer:
         finally:
             self._leave(session)
             await session.wait_closed()
+            logs.event(
+                log,
+                "conn_closed",
+                f"socket closed: game {session.game_id} as {session.you}",
+                game=session.game_id,
+                seat=session.you,
+                remote=remote,
+                **_close_info(ws),
+                duration_s=round(time.monotonic() - opened, 3),
+            )
+
+    @staticmethod
+    def _log_refusal(ws: ServerConnection, refusal: handshake.Refusal, remote: str) -> None:
+        """One line per refused socket; a refused seat token by its reason, never the token."""
+        if refusal.token_game is not None:
+            logs.event(
+                log,
+                "token_rejected",
+                f"seat token rejected for game {refusal.token_game}",
+                logging.WARNING,
+                game=refusal.token_game,
+                remote=remote,
+                code=refusal.code,
+                reason=refusal.reason,
+            )
+            return
+        logs.event(
+            log,
+            "conn_refused",
+            f"socket refused: {refusal.reason}",
+            code=refusal.code,
+            reason=refusal.reason,
+            path=urlsplit(ws.request.path).path if ws.request else None,  # no query: token
+        )
 
     def _count_close(self, code: int) -> None:
         self._m_closes.labels(str(code)).inc()
@@ -544,6 +589,17 @@ class EdgeServer:
                 "epoch": state.epoch if state else None,
             }
         return {"count": routing.count, "source": routing.source, "brokers": brokers}
+
+
+def _close_info(ws: ServerConnection) -> dict[str, Any]:
+    """Who closed a socket, with which code and reason (what the closer sent)."""
+    protocol = ws.protocol
+    sent, received = protocol.close_sent, protocol.close_rcvd
+    if sent is not None and not protocol.close_rcvd_then_sent:
+        return {"code": sent.code, "reason": sent.reason, "by": "edge"}
+    if received is not None:
+        return {"code": received.code, "reason": received.reason, "by": "client"}
+    return {"code": 1006, "reason": "connection lost", "by": "network"}
 
 
 async def main(config: EdgeConfig) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -30,6 +32,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from xlmate import logs
 from xlmate.constants import CLOSE_POLICY, Color
 from xlmate.tokens import SeatClaims
 
@@ -45,10 +48,32 @@ def dumps(payload: dict[str, Any]) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode()
 
 
+@functools.lru_cache(maxsize=8)
+def _networks(
+    trusted_proxies: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies if "/" in p)
+
+
+def is_trusted(peer: str, trusted_proxies: tuple[str, ...]) -> bool:
+    """Whether ``peer`` is one of the proxies: an exact address or inside a CIDR block
+    (on Kubernetes the ingress controller's pod address changes: trust the pod network)."""
+    if peer in trusted_proxies:
+        return True
+    networks = _networks(trusted_proxies)
+    if not networks or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 def client_address(ws: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:
     """The client's IP: the peer, or the last X-Forwarded-For hop if the peer is a trusted proxy."""
     peer = str(ws.remote_address[0]) if ws.remote_address else ""
-    if peer in trusted_proxies and ws.request is not None:
+    if is_trusted(peer, trusted_proxies) and ws.request is not None:
         forwarded = ws.request.headers.get("X-Forwarded-For", "")
         hop = forwarded.rsplit(",", 1)[-1].strip()
         if hop:
@@ -171,7 +196,17 @@ class Session:
         try:
             self.queue.put_nowait(data)
         except asyncio.QueueFull:
-            log.info("slow consumer on game %s (%s): closing 4008", self.game_id, self.remote)
+            logs.event(
+                log,
+                "client_closed",
+                f"slow consumer on game {self.game_id} ({self.remote}): closing 4008",
+                logging.WARNING,
+                game=self.game_id,
+                seat=self.you,
+                remote=self.remote,
+                why="slow_consumer",
+                code=CLOSE_POLICY,
+            )
             self.kill(CLOSE_POLICY, "slow consumer")
 
     def flush(self) -> None:

@@ -7,17 +7,19 @@ component's ``main(config)``.  Tests build them directly with free ports.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from xlmate.errors import ConfigError
 from xlmate.shards import MAX_SHARDS, ShardSpec
 
 FsyncPolicy = Literal["always", "interval", "never"]
 
+DEFAULT_JOURNAL: Final = Path("var/journal")
 DEV_SECRET = "xlmate-development-secret-do-not-use-in-production"
 
 
@@ -61,7 +63,8 @@ class BrokerConfig:
     xpub_port: int = 5556  # edges' SUB connect here for events
     catchup_port: int = 5557  # ROUTER: open / fetch / pgn requests
     http_port: int = 8099  # /healthz and /metrics
-    journal_dir: Path = field(default_factory=lambda: Path("var/journal"))
+    # The default means var/journal/shard-K-of-N for a shard of N > 1 (__post_init__).
+    journal_dir: Path = DEFAULT_JOURNAL
     fsync: FsyncPolicy = "always"
     fsync_interval_ms: int = 50
     heartbeat_ms: int = 500  # control-topic heartbeat carrying the epoch
@@ -71,7 +74,7 @@ class BrokerConfig:
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
     compact_after: int = 1000  # finished games between two journal compactions
     shard: ShardSpec = field(default_factory=ShardSpec)  # this broker's shard K of N
-    discovery: str | None = None  # discovery's heartbeat endpoint; None: do not register
+    discovery: str | None = "tcp://127.0.0.1:5570"  # None: do not register
     discovery_heartbeat_ms: int = 1000
     advertise_host: str | None = None  # the host edges connect to (default: host)
 
@@ -95,6 +98,8 @@ class BrokerConfig:
         return tcp(self.public_host, port)
 
     def __post_init__(self) -> None:
+        if self.journal_dir == DEFAULT_JOURNAL and self.shard.sharded:
+            object.__setattr__(self, "journal_dir", default_journal_dir(self.shard))
         if self.fsync not in ("always", "interval", "never"):
             raise ConfigError(f"fsync must be always, interval or never, not {self.fsync!r}")
         if self.history < 1:
@@ -105,8 +110,11 @@ class BrokerConfig:
 
 def default_journal_dir(shard: ShardSpec) -> Path:
     """``var/journal`` for a lone broker, ``var/journal/shard-K-of-N`` for a shard of N > 1."""
-    base = Path("var/journal")
-    return base / f"shard-{shard.index}-of-{shard.count}" if shard.sharded else base
+    return (
+        DEFAULT_JOURNAL / f"shard-{shard.index}-of-{shard.count}"
+        if shard.sharded
+        else DEFAULT_JOURNAL
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +137,8 @@ class EdgeConfig:
     heartbeat_ms: int = 1000
     capacity: int = 10_000  # connections; more are closed 1013
     max_per_ip: int = 1000  # connections per client address; more are closed 4008
+    rate_per_s: float = 20.0  # client messages a second, per socket (token bucket)
+    rate_burst: float = 40.0  # messages a socket may send at once before the rate applies
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client
     open_timeout_s: float = 10.0  # a WebSocket handshake must complete within this
     secret: str | None = None  # default XLMATE_SECRET or the development secret
@@ -151,3 +161,16 @@ class EdgeConfig:
     def id(self) -> str:
         """This edge's identity on the bus and at discovery."""
         return self.edge_id or f"{self.region}-{self.port}"
+
+    def __post_init__(self) -> None:
+        if self.rate_per_s <= 0 or self.rate_burst < 1:
+            raise ConfigError("rate-per-s must be above 0 and rate-burst at least 1")
+        if self.capacity < 1 or self.max_per_ip < 1:
+            raise ConfigError("capacity and max-per-ip must be at least 1")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"trusted-proxy must be an IP address or a CIDR block, not {proxy!r}"
+                ) from None

@@ -40,7 +40,10 @@ async def run_server(server: Server) -> None:
     until it is closed; raise ``ComponentFailed`` if it closed because a loop crashed."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # Restored afterwards: asyncio would leave SIG_DFL, and a late SIGTERM would then kill
+    # the process by signal (shown as a failure, rc=-15) instead of the CLI's clean exit.
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
@@ -52,7 +55,8 @@ async def run_server(server: Server) -> None:
     finally:
         server.close()
         await server.wait_closed()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum, handler in previous.items():
             loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)
     if server.failure is not None:
         raise ComponentFailed(f"{server.failure} crashed; exiting to be restarted")

@@ -417,11 +417,16 @@ class Cluster:
         return proc
 
     def start_edge(
-        self, region: str, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+        self,
+        region: str,
+        *extra: str,
+        wait: bool = True,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> Edge:
-        """Start an edge in ``region`` on a free port, id ``<region>-<port>``; ``env`` adds
-        to its environment."""
-        port = free_port()
+        """Start an edge in ``region`` on ``port`` (a proxy in front routes to it) or a free
+        port, id ``<region>-<port>``; ``env`` adds to its environment."""
+        port = port or free_port()
         edge_id = f"{region}-{port}"
         args = [
             "edge",

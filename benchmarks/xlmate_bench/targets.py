@@ -17,6 +17,7 @@ whole run), and each edge takes ``EDGE_CAPACITY`` sockets.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -137,7 +138,8 @@ def start_cluster(
             return cluster
         except ClusterError as exc:
             cluster.terminate(STOP_TIMEOUT_S)
-            if "address already in use" not in str(exc).lower() or attempt == START_ATTEMPTS:
+            taken = re.search(r"address already in use|port \d+ is in use", str(exc).lower())
+            if taken is None or attempt == START_ATTEMPTS:  # (the CLI's one line, or a traceback)
                 raise
             log.warning("a port was taken before we could bind it; starting again")
         except BaseException:

@@ -71,6 +71,11 @@ def play(pages: list[Page], ucis: list[str], start: int = 0) -> None:
             expect(page.locator("#moves .san")).to_have_count(ply + 1)
 
 
+def live_edge(cluster: Cluster) -> Edge:
+    """An edge that is still running (another test of the module may have killed one)."""
+    return next(e for e in cluster.edges if e.proc.alive())
+
+
 def san_list(page: Page) -> list[str]:
     return [s.strip() for s in page.locator("#moves .san").all_inner_texts()]
 
@@ -79,7 +84,7 @@ def test_two_players_play_to_checkmate_while_a_third_watches(
     web_cluster: Cluster, pages: Pages
 ) -> None:
     """Clicks on two pages play a game to mate; every page shows moves, offers, clocks, result."""
-    edge = web_cluster.edges[0]
+    edge = live_edge(web_cluster)
     game = new_game(web_cluster, edge)
     assert game["white"]["url"].startswith(f"{edge.http}/play/{game['gameId']}?token=")
     white = pages.open("white", game["white"]["url"])
@@ -133,7 +138,7 @@ def test_white_edge_killed_mid_game_the_pages_reconnect_and_finish(
     """SIGKILL of white's edge: the page shows reconnecting, and all three views end identical."""
     while sum(e.proc.alive() for e in web_cluster.edges) < 2:
         web_cluster.wait_registered(web_cluster.start_edge("eu-west"))
-    page_edge = next(e for e in web_cluster.edges if e.proc.alive())
+    page_edge = live_edge(web_cluster)
     game = new_game(web_cluster, page_edge)
     white = pages.open("white", game["white"]["url"])
     black = pages.open("black", game["black"]["url"])
@@ -163,7 +168,7 @@ def test_refused_move_promotion_and_takeback_on_the_page(
     web_cluster: Cluster, pages: Pages
 ) -> None:
     """A refused click shows the server's error; promotion asks for a piece; takeback undoes it."""
-    edge = next(e for e in web_cluster.edges if e.proc.alive())
+    edge = live_edge(web_cluster)
     game = new_game(web_cluster, edge)
     white = pages.open("white", game["white"]["url"])
     black = pages.open("black", game["black"]["url"])
@@ -214,7 +219,7 @@ def test_bad_links_show_a_clear_message_and_leave_no_socket_open(
     web_cluster: Cluster, pages: Pages
 ) -> None:
     """Expired token, foreign token, unknown game: a message, one socket, closed, no retry."""
-    edge = next(e for e in web_cluster.edges if e.proc.alive())
+    edge = live_edge(web_cluster)
     game = new_game(web_cluster, edge)
     other = new_game(web_cluster, edge)
     gid = game["gameId"]
