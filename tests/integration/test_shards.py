@@ -157,7 +157,7 @@ async def test_a_broker_with_another_shard_count_is_refused_and_exits_non_zero(
     assert code != 0
     log = wrong.proc.log()
     assert "this cluster has 2 shards" in log and "--shard 3/3 cannot join it" in log
-    assert log.strip().splitlines()[-1].startswith("Error: discovery refused this broker")
+    assert log.strip().splitlines()[-1].startswith("error: discovery refused this broker")
     _, body = await http_json_async(f"{cluster.discovery_url}/v1/brokers")
     assert body["count"] == 2 and [s["up"] for s in body["shards"]] == [True, True]
 
