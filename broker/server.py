@@ -279,7 +279,9 @@ class BrokerServer:
     def _fail(self, why: str) -> None:
         """Stop the broker because it must not serve; ``main`` exits non-zero with ``why``."""
         if self.refusal is None:
-            log.error("%s: stopping", why)
+            logs.event(
+                log, "shard_refused", f"{why}: stopping", logging.ERROR, shard=str(self.shard)
+            )
             self.refusal = why
         self.close()
 

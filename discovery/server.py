@@ -347,7 +347,13 @@ class DiscoveryServer:
                     why="goodbye",
                 )
             elif self.brokers.remove(request.id) is not None:
-                log.info("broker %s said goodbye", request.id)
+                logs.event(
+                    log,
+                    "broker_left",
+                    f"broker {request.id} said goodbye",
+                    broker=request.id,
+                    why="goodbye",
+                )
             return OK_REPLY
         if isinstance(request, BrokerHeartbeat):
             return self._broker_beat(request)
@@ -370,18 +376,27 @@ class DiscoveryServer:
         result = self.brokers.beat(hb, self._clock())
         if not result.accepted:
             self._m_broker_beats.labels(result.error or "refused").inc()
-            log.warning("refused broker %s: %s", hb.id, result.message)
+            logs.event(
+                log,
+                "broker_refused",
+                f"refused broker {hb.id}: {result.message}",
+                logging.WARNING,
+                broker=hb.id,
+                shard=f"{hb.shard}/{hb.shards}",
+                error=result.error,
+            )
             return encode_reply(Reply(False, result.error, result.message))
         self._m_broker_beats.labels("ok").inc()
         if result.previous is None:
-            log.info(
-                "broker %s joined: shard %d/%d (%s), epoch %s, xsub %s",
-                hb.id,
-                hb.shard,
-                hb.shards,
-                hb.role,
-                hb.epoch,
-                hb.xsub,
+            logs.event(
+                log,
+                "broker_joined",
+                f"broker {hb.id} joined: shard {hb.shard}/{hb.shards} ({hb.role}), "
+                f"epoch {hb.epoch}, xsub {hb.xsub}",
+                broker=hb.id,
+                shard=f"{hb.shard}/{hb.shards}",
+                epoch=hb.epoch,
+                xsub=hb.xsub,
             )
         return OK_REPLY
 
@@ -412,11 +427,15 @@ class DiscoveryServer:
             await asyncio.sleep(self._sweep_interval_s)
             now = self._clock()
             for entry in self.brokers.evict(now):
-                log.warning(
-                    "broker %s (shard %d) evicted: no heartbeat for %.1f s",
-                    entry.heartbeat.id,
-                    entry.heartbeat.shard,
-                    now - entry.last_seen,
+                hb = entry.heartbeat
+                logs.event(
+                    log,
+                    "broker_left",
+                    f"broker {hb.id} (shard {hb.shard}/{hb.shards}) evicted: no heartbeat "
+                    f"for {now - entry.last_seen:.1f} s",
+                    logging.WARNING,
+                    broker=hb.id,
+                    why="evicted",
                 )
             evicted = self.registry.evict(now)
             if evicted:
