@@ -406,3 +406,28 @@ async def test_edges_with_static_broker_options_route_without_discovery(cluster:
         finally:
             await white.close()
             await black.close()
+
+
+async def test_finished_games_are_served_from_their_shards_archive_by_any_edge(
+    cluster: Cluster,
+) -> None:
+    """A game ended on each shard: its state and PGN come from its own shard's archive
+    through either edge, and a move after the end is refused game_over."""
+    await sharded_cluster(cluster, regions=("eu-west", "us-east"))
+    a, b = cluster.edges
+    fools_mate = ["f2f3", "e7e5", "g2g4", "d8h4"]
+    run = secrets.token_hex(3)
+    for shard in (1, 2):
+        gid = game_on(shard, 2, prefix=f"end{shard}-{run}-")
+        white, black = await players(gid, a.url, b.url)
+        try:
+            await play(white, black, fools_mate, Played())
+            await white.wait_for(lambda w=white: w.model.status == "over", 10)
+        finally:
+            await white.close()
+            await black.close()
+        for edge in (a, b):
+            status, state = await http_json_async(f"{edge.http}/v1/games/{gid}")
+            assert status == 200 and state["status"] == "over" and state["moves"] == fools_mate
+            status, pgn = await http_get_async(f"{edge.http}/v1/games/{gid}/pgn")
+            assert status == 200 and b'[Result "0-1"]' in pgn
