@@ -459,9 +459,11 @@ class EdgeServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._routing_settled.wait(), 2.0)
             self._routing_settled.set()  # (discovery silent: the configured broker it is)
-        if self.bus.link(verdict.game_id) is None:
-            self._count_close(CLOSE_INTERNAL)
-            await ws.close(CLOSE_INTERNAL, self.bus.unknown_reason(verdict.game_id))
+        if self.bus.link(verdict.game_id) is None:  # its shard has never had a broker
+            refusal = handshake.Refusal(CLOSE_INTERNAL, self.bus.unknown_reason(verdict.game_id))
+            self._log_refusal(ws, refusal, remote)
+            self._count_close(refusal.code)
+            await ws.close(refusal.code, refusal.reason)
             return
         session = Session(
             ws,
