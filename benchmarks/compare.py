@@ -49,6 +49,7 @@ from xlmate_bench.cluster import ClusterError, free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+CONSTRAINTS = ROOT / "requirements" / "constraints.txt"  # the versions scripts/setup pins
 RESULTS = HERE / "results"
 XLMATE = str(Path(sys.executable).parent / "xlmate")
 
@@ -92,7 +93,18 @@ def ensure_python_deps() -> None:
     except ImportError:
         say("installing the bench extra: redis, hiredis, psutil")
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "redis>=5", "hiredis>=2", "psutil>=5.9"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "-c",
+                str(CONSTRAINTS),
+                "redis>=5",
+                "hiredis>=2",
+                "psutil>=5.9",
+            ],
             check=True,
         )
 
