@@ -19,6 +19,11 @@ the machine was with work that was not ours (``others_percent``).
 
 ``--scaling`` instead measures the cluster's CPU per move at 100, 1000 and
 5000 live games at a fixed total move rate.
+
+``--shards 1,2`` instead runs the cluster with each number of broker shards
+(the same load, the order rotating between repetitions) and prints, side by
+side, the throughput, the latency, the whole system's CPU per move and the
+brokers' (summed over the shards) CPU per move and busiest broker's CPU share.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from xlmate_bench.cluster import ClusterError, free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+CONSTRAINTS = ROOT / "requirements" / "constraints.txt"  # the versions scripts/setup pins
 RESULTS = HERE / "results"
 XLMATE = str(Path(sys.executable).parent / "xlmate")
 
@@ -87,7 +93,18 @@ def ensure_python_deps() -> None:
     except ImportError:
         say("installing the bench extra: redis, hiredis, psutil")
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "redis>=5", "hiredis>=2", "psutil>=5.9"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "-c",
+                str(CONSTRAINTS),
+                "redis>=5",
+                "hiredis>=2",
+                "psutil>=5.9",
+            ],
             check=True,
         )
 
@@ -452,6 +469,96 @@ def scaling(opts: argparse.Namespace) -> dict[str, Any]:
     return {"levels": rows, "ratios": ratios, "runs": runs}
 
 
+def role_cpu_ms_per_move(report: dict[str, Any], role: str) -> float:
+    """CPU ms per move of the processes of one role (their share of the system's)."""
+    system = [p for p in report["processes"] if p["role"] != "loadgen"]
+    total = sum(p["cpu_s"] for p in system)
+    mine = sum(p["cpu_s"] for p in system if p["role"] == role)
+    return float(report["cpu_ms_per_move"]) * mine / total if total else 0.0
+
+
+def shards(opts: argparse.Namespace) -> dict[str, Any]:
+    """The cluster with 1, 2, ... broker shards under the same load, side by side."""
+    ensure_python_deps()
+    counts = [int(n) for n in opts.shards.split(",") if n.strip()]
+    common = [
+        *("--games", str(opts.games), "--edges", str(opts.edges)),
+        *("--duration", str(opts.duration), "--warmup", str(opts.warmup)),
+        *opts.bench_arg,
+    ]
+    if opts.rate:
+        common += ["--rate", str(opts.rate)]
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    timeout = opts.warmup + opts.duration + 180
+    for rep in range(opts.reps):
+        order = counts[rep % len(counts) :] + counts[: rep % len(counts)]
+        for count in order:
+            busy = wait_quiet(opts.wait_quiet, opts.busy_limit)
+            label = f"cluster ({opts.edges} edges, {count} shards)"
+            report = bench([*common, "--shards", str(count), "--label", label], timeout)
+            report["busy_before_percent"] = busy
+            report["rep"] = rep + 1
+            runs[count].append(report)
+            say(
+                f"rep {rep + 1} shards={count}: {report['moves_per_s']} moves/s, "
+                f"broker CPU {role_cpu_ms_per_move(report, 'broker'):.3f} ms/move"
+            )
+    rows = {}
+    for count, reports in runs.items():
+        base = summary(reports)
+        base["broker_cpu_ms_per_move"] = round(
+            median([role_cpu_ms_per_move(r, "broker") for r in reports]), 4
+        )
+        base["edge_cpu_ms_per_move"] = round(
+            median([role_cpu_ms_per_move(r, "edge") for r in reports]), 4
+        )
+        base["busiest_broker_percent"] = round(
+            median(
+                [
+                    max(p["cpu_percent"] for p in r["processes"] if p["role"] == "broker")
+                    for r in reports
+                ]
+            ),
+            1,
+        )
+        rows[count] = base
+    return {"shards": rows, "runs": runs}
+
+
+def print_shards(result: dict[str, Any]) -> None:
+    """The shards table on stdout."""
+    rows = [
+        [
+            str(count),
+            f"{s['moves_per_s']:.0f}",
+            " ".join(f"{v:.0f}" for v in s["moves_per_s_each"]),
+            f"{s['p50_ms']:.2f}",
+            f"{s['p99_ms']:.2f}",
+            str(s["errors"]),
+            f"{s['cpu_ms_per_move']:.3f}",
+            f"{s['broker_cpu_ms_per_move']:.3f}",
+            f"{s['edge_cpu_ms_per_move']:.3f}",
+            f"{s['busiest_broker_percent']:.0f}",
+            f"{s['others_percent']:.0f}",
+        ]
+        for count, s in result["shards"].items()
+    ]
+    header = [
+        "shards",
+        "moves/s",
+        "each rep",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "CPU ms/move",
+        "brokers ms/move",
+        "edges ms/move",
+        "busiest broker %",
+        "others %",
+    ]
+    print(table(header, rows))
+
+
 def print_scaling(result: dict[str, Any]) -> None:
     """The scaling table on stdout."""
     rows = [
@@ -488,6 +595,7 @@ def main() -> None:
     )
     parser.add_argument("--scaling", action="store_true", help="CPU per move vs live games")
     parser.add_argument("--levels", default="100,1000,5000", help="live games (--scaling)")
+    parser.add_argument("--shards", help="compare these broker shard counts, e.g. 1,2")
     parser.add_argument("--wait-quiet", type=float, default=60.0, help="max s to wait for quiet")
     parser.add_argument("--busy-limit", type=float, default=30.0, help="quiet: under this %% busy")
     parser.add_argument("--no-save", action="store_true", help="do not write results/<date>.json")
@@ -508,6 +616,9 @@ def main() -> None:
         if opts.scaling:
             data["scaling"] = scaling(opts)
             print_scaling(data["scaling"])
+        elif opts.shards:
+            data["shards"] = shards(opts)
+            print_shards(data["shards"])
         else:
             data["compare"] = compare(opts, logdir)
             print_compare(data["compare"])

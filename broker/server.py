@@ -14,6 +14,17 @@ One turn of the command loop: read up to ``MAX_BATCH`` waiting messages, feed
 them to the authority, append the batch's journal records with one write,
 fsync (policy ``always``: group commit), then publish.  Nothing is published
 before it is journaled.
+
+Shards (``--shard K/N``, docs/architecture.md "Broker shards"): the broker
+sequences only the games its shard owns.  Every game it holds was checked when
+it was created (``open``) or replayed (recovery refuses a journal holding
+another shard's games), so a command for a game it holds needs no check; one
+for a game it does not hold is hashed, and refused (``unavailable``) and
+counted (``xlmate_broker_wrong_shard_total``) if another shard owns it.  It
+heartbeats its shard, epoch and addresses to discovery (``--discovery``), which
+is how edges find it; a refusal from discovery (another shard count, or a live
+broker already on this shard) stops it with a non-zero exit.  Its ``/metrics``
+carry ``shard`` and ``shards`` labels on every sample.
 """
 
 from __future__ import annotations
@@ -37,9 +48,13 @@ from xlmate.broker.authority import Authority, Batch
 from xlmate.broker.journal import Journal, read_records, scan_records
 from xlmate.broker.records import Record
 from xlmate.config import BrokerConfig, tcp
-from xlmate.errors import WireError
+from xlmate.constants import UNAVAILABLE
+from xlmate.edge.discovery_client import DiscoveryClient
+from xlmate.errors import ConfigError, WireError
+from xlmate.heartbeat import SHARD_COUNT, SHARD_TAKEN, BrokerHeartbeat, Reply
 from xlmate.httpd import HttpRequest, Router, json_response, metrics_response, refuse_websocket
 from xlmate.lifecycle import run_server
+from xlmate.shards import shard_of
 from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
     CTL_TOPIC,
@@ -47,10 +62,13 @@ from xlmate.wire import (
     CommandMsg,
     EdgeBeat,
     FetchRequest,
+    MissingReply,
     OpenRequest,
     PgnRequest,
     PresenceReport,
+    RejectMsg,
     decode,
+    edge_topic,
     encode,
 )
 
@@ -97,6 +115,23 @@ class BrokerServer:
         )
         self.lag = looplag.watch(self.registry)  # xlmate_loop_lag_* (xlmate/looplag.py)
         gcfreeze.watch(self.registry)  # xlmate_gc_* (xlmate/gcfreeze.py)
+        self.shard = config.shard
+        self._sharded = config.shard.sharded
+        self._labels = metrics.constant_labels(
+            {"shard": str(self.shard.index), "shards": str(self.shard.count)}
+        )
+        self._m_wrong_shard = metrics.counter(
+            self.registry,
+            "broker_wrong_shard",
+            "commands and requests for games another shard owns (refused)",
+            ("kind",),
+        )
+        for kind in ("cmd", "presence_report", "open", "fetch", "pgn"):
+            self._m_wrong_shard.labels(kind)
+        self.discovery: DiscoveryClient | None = None
+        self._refused_since: float | None = None  # first shard_taken answer of a streak
+        self.registered = False
+        self.refusal: str | None = None  # discovery refused our shard: stop, exit non-zero
         self._m_games = metrics.gauge(self.registry, "broker_live_games", "games in play")
         self._m_games.set_function(lambda: len(self.authority.games))
         authority = self.authority
@@ -150,7 +185,7 @@ class BrokerServer:
         self.router = self._bind(ctx, zmq.ROUTER, cfg.catchup_port, {zmq.ROUTER_MANDATORY: 0})
         router = Router()
         router.get("/healthz", self._healthz)
-        router.get("/metrics", lambda _req: metrics_response(self.registry))
+        router.get("/metrics", lambda _req: metrics_response(self.registry, self._labels))
         self._http = await serve(
             refuse_websocket, cfg.host, cfg.http_port, process_request=router.process_request
         )
@@ -169,8 +204,12 @@ class BrokerServer:
             loops["broker.fsync_loop"] = self._fsync_loop()
         for name, loop in loops.items():
             self.tasks.loop(loop, name)
+        if cfg.discovery:
+            self._start_discovery(ctx, cfg.discovery)
         log.info(
-            "broker up: epoch %s, xsub %s, xpub %s, catch-up %s, http %s, %d live games, fsync=%s",
+            "broker up: shard %s, epoch %s, xsub %s, xpub %s, catch-up %s, http %s, "
+            "%d live games, fsync=%s",
+            self.shard,
             self.epoch,
             cfg.xsub_port,
             cfg.xpub_port,
@@ -179,6 +218,75 @@ class BrokerServer:
             len(self.authority.games),
             cfg.fsync,
         )
+
+    # --- discovery ---------------------------------------------------------------
+
+    def _start_discovery(self, ctx: zmq.asyncio.Context, endpoint: str) -> None:
+        cfg = self.config
+        keys = None
+        if cfg.curve_dir is not None:
+            keys = (
+                curve.load_pair(cfg.curve_dir, "broker"),
+                curve.load_public(cfg.curve_dir, "discovery"),
+            )
+        self.discovery = DiscoveryClient(
+            endpoint,
+            self._discovery_status,
+            on_reply=self._on_discovery_reply,
+            context=ctx,
+            interval_ms=cfg.discovery_heartbeat_ms,
+            curve_keys=keys,
+        )
+        self.tasks.loop(self.discovery.run(), "broker.discovery_client")
+
+    def _discovery_status(self) -> BrokerHeartbeat:
+        cfg = self.config
+        return BrokerHeartbeat(
+            id=f"{cfg.broker_id}.{self.epoch}",
+            shard=self.shard.index,
+            shards=self.shard.count,
+            epoch=self.epoch,
+            xsub=cfg.endpoint(cfg.xsub_port),
+            xpub=cfg.endpoint(cfg.xpub_port),
+            catchup=cfg.endpoint(cfg.catchup_port),
+            http=f"http://{cfg.public_host}:{cfg.http_port}",
+            interval_ms=cfg.discovery_heartbeat_ms,
+        )
+
+    def _on_discovery_reply(self, reply: Reply) -> None:
+        """Discovery's answer to a heartbeat: a refusal of our shard stops this broker.
+
+        ``shard_count`` is final.  ``shard_taken`` can be a predecessor that died
+        without a goodbye and that discovery still counts as live: it expires
+        within 3 of its intervals, so we keep trying that long (plus a second)
+        before giving up.
+        """
+        if reply.ok:
+            if not self.registered:
+                log.info("discovery accepted shard %s (epoch %s)", self.shard, self.epoch)
+            self.registered, self._refused_since = True, None
+            return
+        self.registered = False
+        why = f"discovery refused this broker (shard {self.shard}): {reply.message or reply.error}"
+        if reply.error == SHARD_COUNT:
+            self._fail(why)
+        elif reply.error == SHARD_TAKEN:
+            now = time.monotonic()
+            grace = 3 * self.config.discovery_heartbeat_ms / 1000 + 1.0
+            if self._refused_since is None:
+                self._refused_since = now
+                log.warning("%s; retrying for %.1f s in case it is our own predecessor", why, grace)
+            elif now - self._refused_since > grace:
+                self._fail(why)
+
+    def _fail(self, why: str) -> None:
+        """Stop the broker because it must not serve; ``main`` exits non-zero with ``why``."""
+        if self.refusal is None:
+            logs.event(
+                log, "shard_refused", f"{why}: stopping", logging.ERROR, shard=str(self.shard)
+            )
+            self.refusal = why
+        self.close()
 
     @staticmethod
     def _now_socket(sock: zmq.asyncio.Socket) -> zmq.Socket[bytes]:
@@ -239,6 +347,13 @@ class BrokerServer:
     async def _finish_close(self) -> None:
         try:
             await self.tasks.close()
+            if self.discovery is not None:
+                if self.refusal is None and self.registered:
+                    # A goodbye lets discovery accept our successor at once (rolling restart).
+                    with contextlib.suppress(Exception):
+                        await self.discovery.goodbye()
+                self.discovery.close()
+                await self.discovery.wait_closed()
             if self._http is not None:
                 await self._http.wait_closed()
             self.journal.close()  # syncs: what waited for an fsync can go out now
@@ -265,6 +380,8 @@ class BrokerServer:
         started = time.monotonic()
         records = self.journal.load()
         self.authority.replay(records)
+        if self._sharded:
+            self._check_journal_shard()
         ended = [gid for gid, live in self.authority.games.items() if live.game.status == "over"]
         now = self._now()
         for game_id in ended:
@@ -284,6 +401,16 @@ class BrokerServer:
             finished=len(ended),
             duration_ms=ms,
         )
+
+    def _check_journal_shard(self) -> None:
+        """Refuse a journal that holds games another shard owns (a wrong ``--journal-dir``)."""
+        foreign = [gid for gid in self.authority.games if not self.shard.owns(gid)]
+        if foreign:
+            raise ConfigError(
+                f"the journal in {self.config.journal_dir} holds {len(foreign)} live games that "
+                f"this broker (shard {self.shard}) does not own, e.g. {foreign[0]}: give each "
+                "shard its own --journal-dir"
+            )
 
     def _compact(self) -> None:
         """At start: rewrite the journal with the records of live games only.
@@ -336,13 +463,51 @@ class BrokerServer:
             self._m_bad.labels("xsub").inc()
             return
         if isinstance(message, CommandMsg):
+            # Hashed only for a game this broker does not hold: one dict lookup per move.
+            if (
+                self._sharded
+                and message.game_id not in self.authority.games
+                and not self.shard.owns(message.game_id)
+            ):
+                self._refuse_foreign(message, batch)
+                return
             self.authority.command(message, now, batch)
         elif isinstance(message, PresenceReport):
+            if (
+                self._sharded
+                and message.game_id not in self.authority.games
+                and not self.shard.owns(message.game_id)
+            ):
+                self._m_wrong_shard.labels("presence_report").inc()
+                return
             self.authority.presence_report(message, now, batch)
         elif isinstance(message, EdgeBeat):
             self.authority.edge_beat(message.edge_id, now)
         else:
             self._m_bad.labels("xsub").inc()
+
+    def _refuse_foreign(self, msg: CommandMsg, batch: Batch) -> None:
+        """A command for another shard's game (a misrouted or hand-made one): refuse, count."""
+        self._m_wrong_shard.labels("cmd").inc()
+        owner = f"{shard_of(msg.game_id, self.shard.count)}/{self.shard.count}"
+        reject = RejectMsg(
+            game_id=msg.game_id,
+            seat=msg.seat,
+            command_id=msg.command_id,
+            code=UNAVAILABLE,
+            message=f"game {msg.game_id} belongs to shard {owner}, not to this broker "
+            f"(shard {self.shard})",
+        )
+        batch.publish(edge_topic(msg.edge_id), encode(reject))
+
+    def _foreign_request(self, request: OpenRequest | FetchRequest | PgnRequest) -> bool:
+        """Whether a catch-up request is for a game another shard owns (then counted)."""
+        if not self._sharded or request.game_id in self.authority.games:
+            return False
+        if self.shard.owns(request.game_id):
+            return False
+        self._m_wrong_shard.labels(request.KIND).inc()
+        return True
 
     def _commit(self, batch: Batch, now: int, replies: list[list[bytes]] | None = None) -> None:
         """Journal the batch, then publish its frames (and send ``replies``) once durable."""
@@ -485,7 +650,11 @@ class BrokerServer:
             now = self._now()
             batch = Batch()
             reply: Any
-            if isinstance(request, OpenRequest):
+            if isinstance(request, OpenRequest | FetchRequest | PgnRequest) and (
+                self._foreign_request(request)
+            ):  # another shard's game: as if unknown here (never created by a stray open)
+                reply = MissingReply(request_id=request.request_id, game_id=request.game_id)
+            elif isinstance(request, OpenRequest):
                 reply = self.authority.open(request, now, batch)
             elif isinstance(request, FetchRequest):
                 reply = self.authority.fetch(request, now)
@@ -523,6 +692,8 @@ class BrokerServer:
             {
                 "status": "failed" if self.tasks.failure else ("closing" if failed else "ok"),
                 "component": "broker",
+                "shard": str(self.shard),
+                "registered": self.registered,
                 "epoch": self.epoch,
                 "games": len(self.authority.games),
                 "fsync": self.config.fsync,
@@ -533,4 +704,7 @@ class BrokerServer:
 async def main(config: BrokerConfig) -> None:
     """Run a broker until SIGINT/SIGTERM."""
     Path(config.journal_dir).mkdir(parents=True, exist_ok=True)
-    await run_server(BrokerServer(config))
+    server = BrokerServer(config)
+    await run_server(server)
+    if server.refusal is not None:
+        raise ConfigError(server.refusal)  # the CLI exits non-zero with this line

@@ -8,9 +8,15 @@ Thin glue around the pure parts (``registry``, ``placement``, ``regions``):
   ``xlmate_discovery_bad_frames_total``, as are peers that fail the ZeroMQ
   handshake (seen through a socket monitor); frames over ``MAX_MSG_SIZE`` make
   libzmq drop the connection before they reach us;
-* a sweep task forgets edges silent for 3 of their own intervals;
+* brokers heartbeat on the same socket (``BrokerHeartbeat``): ``brokers``
+  keeps the live broker of each shard and the cluster's shard count (fixed by
+  ``--shards N``, else by the first broker), refusing a broker with another
+  count (``shard_count``) or a second live broker for a shard (``shard_taken``);
+  every reply to an edge's heartbeat carries the shard map edges route by;
+* a sweep task forgets edges and brokers silent for 3 of their own intervals;
 * HTTP on ``host:port`` (``xlmate.httpd`` over the ``websockets`` server):
-  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /healthz``, ``GET /metrics``,
+  ``GET /v1/nodes/discovery``, ``GET /v1/nodes``, ``GET /v1/brokers``,
+  ``GET /healthz``, ``GET /metrics``,
   with CORS for the origins of ``--allow-origin`` (preflight included) so platform
   pages can ask for an edge; other methods get 405.
 """
@@ -34,6 +40,7 @@ from zmq.utils.monitor import parse_monitor_message
 from xlmate import curve, gcfreeze, logs, looplag, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
+from xlmate.discovery.brokers import BrokerRegistry
 from xlmate.discovery.placement import place
 from xlmate.discovery.regions import RegionTable, default_table, load_table
 from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
@@ -42,6 +49,7 @@ from xlmate.heartbeat import (
     BAD_FRAME,
     OK_REPLY,
     REGISTRY_FULL,
+    BrokerHeartbeat,
     Goodbye,
     Heartbeat,
     Reply,
@@ -111,6 +119,7 @@ class DiscoveryServer:
             regions = load_table(config.regions_file) if config.regions_file else default_table()
         self.regions = regions
         self.registry = Registry(max_nodes=max_nodes)
+        self.brokers = BrokerRegistry(config.shards)
         self.http_port = config.port
         self.rep_port = config.rep_port
         self._max_fallbacks = max_fallbacks
@@ -162,6 +171,16 @@ class DiscoveryServer:
         )
         self.lag = looplag.watch(self.metrics)  # xlmate_loop_lag_* (xlmate/looplag.py)
         gcfreeze.watch(self.metrics)  # xlmate_gc_* (xlmate/gcfreeze.py)
+        self._m_broker_beats = metrics.counter(
+            self.metrics,
+            "discovery_broker_heartbeats",
+            "Broker heartbeats by result (ok, shard_count, shard_taken)",
+            ("result",),
+        )
+        brokers = metrics.gauge(self.metrics, "discovery_brokers", "Live brokers")
+        brokers.set_function(lambda: len(self.brokers.alive(self._clock())))
+        for result in ("ok", "shard_count", "shard_taken"):
+            self._m_broker_beats.labels(result)
         for reason in ("decode", "multipart", "handshake"):
             self._m_bad.labels(reason)
         for result in ("ok", "refused"):
@@ -172,6 +191,7 @@ class DiscoveryServer:
         self.router = Router(OriginPolicy(config.allow_origins))
         self.router.get("/v1/nodes/discovery", self._get_discovery)
         self.router.get("/v1/nodes", self._get_nodes)
+        self.router.get("/v1/brokers", self._get_brokers)
         self.router.get("/healthz", self._get_healthz)
         self.router.get("/metrics", lambda _req: metrics_response(self.metrics))
 
@@ -329,7 +349,17 @@ class DiscoveryServer:
                     edge=request.id,
                     why="goodbye",
                 )
+            elif self.brokers.remove(request.id) is not None:
+                logs.event(
+                    log,
+                    "broker_left",
+                    f"broker {request.id} said goodbye",
+                    broker=request.id,
+                    why="goodbye",
+                )
             return OK_REPLY
+        if isinstance(request, BrokerHeartbeat):
+            return self._broker_beat(request)
         result = self.registry.beat(request, self._clock())
         if not result.accepted:
             self._m_heartbeats.labels("refused").inc()
@@ -341,6 +371,36 @@ class DiscoveryServer:
             return _FULL_REPLY
         self._m_heartbeats.labels("ok").inc()
         self._log_change(request, result)
+        shard_map = self.brokers.shard_map(self._clock())
+        return OK_REPLY if shard_map is None else encode_reply(Reply(True, shards=shard_map))
+
+    def _broker_beat(self, hb: BrokerHeartbeat) -> bytes:
+        """A broker's heartbeat: register it, or refuse it with a sentence it logs."""
+        result = self.brokers.beat(hb, self._clock())
+        if not result.accepted:
+            self._m_broker_beats.labels(result.error or "refused").inc()
+            logs.event(
+                log,
+                "broker_refused",
+                f"refused broker {hb.id}: {result.message}",
+                logging.WARNING,
+                broker=hb.id,
+                shard=f"{hb.shard}/{hb.shards}",
+                error=result.error,
+            )
+            return encode_reply(Reply(False, result.error, result.message))
+        self._m_broker_beats.labels("ok").inc()
+        if result.previous is None:
+            logs.event(
+                log,
+                "broker_joined",
+                f"broker {hb.id} joined: shard {hb.shard}/{hb.shards} ({hb.role}), "
+                f"epoch {hb.epoch}, xsub {hb.xsub}",
+                broker=hb.id,
+                shard=f"{hb.shard}/{hb.shards}",
+                epoch=hb.epoch,
+                xsub=hb.xsub,
+            )
         return OK_REPLY
 
     @staticmethod
@@ -369,6 +429,17 @@ class DiscoveryServer:
         while True:
             await asyncio.sleep(self._sweep_interval_s)
             now = self._clock()
+            for entry in self.brokers.evict(now):
+                hb = entry.heartbeat
+                logs.event(
+                    log,
+                    "broker_left",
+                    f"broker {hb.id} (shard {hb.shard}/{hb.shards}) evicted: no heartbeat "
+                    f"for {now - entry.last_seen:.1f} s",
+                    logging.WARNING,
+                    broker=hb.id,
+                    why="evicted",
+                )
             evicted = self.registry.evict(now)
             if evicted:
                 self._full_warned = False
@@ -441,6 +512,9 @@ class DiscoveryServer:
         return json_response(
             200, {"nodes": [node.operator_view(now) for node, _age in self.registry.all(now)]}
         )
+
+    def _get_brokers(self, _request: HttpRequest) -> Response:
+        return json_response(200, self.brokers.view(self._clock()))
 
     def _get_healthz(self, _request: HttpRequest) -> Response:
         nodes = len(self.registry.healthy(self._clock()))

@@ -8,7 +8,9 @@
   ``BrokerUnavailable``.
 
 Everything received is decoded at this boundary (``WireError`` frames are
-dropped and counted) and handed to ``on_message``.
+dropped and counted) and handed to ``on_message``, except the broker's beat,
+which goes to ``on_beat`` when one is given (with shards each broker's beat
+must be told apart: ``edge.shardbus`` runs one ``BusClient`` per shard).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from xlmate.errors import WireError, XLMateError
 from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
     CTL_TOPIC,
+    BrokerBeat,
     BusMessage,
     EventMsg,
     EventsReply,
@@ -68,8 +71,23 @@ class BusClient:
         context: zmq.asyncio.Context,
         on_message: Callable[[bytes, BusMessage], None],
         on_bad_frame: Callable[[], None],
+        *,
+        address: tuple[str, str, str] | None = None,
+        on_beat: Callable[[str], None] | None = None,
     ) -> None:
+        """``address`` is the broker's (XSUB, XPUB, catch-up) endpoints, by default
+        ``config``'s ``--broker-host`` and ports; ``on_beat(epoch)`` takes its beats."""
         self.edge_id = config.id
+        self._on_beat = on_beat
+        if address is None:
+            host = config.broker_host
+            address = (
+                tcp(host, config.broker_xsub_port),
+                tcp(host, config.broker_xpub_port),
+                tcp(host, config.broker_catchup_port),
+            )
+        xsub, xpub, catchup = address
+        self.address = address
         self._on_message = on_message
         self._on_bad_frame = on_bad_frame
         self._request_timeout = config.request_timeout_ms / 1000
@@ -88,19 +106,19 @@ class BusClient:
         self.pub = secure(context.socket(zmq.PUB))
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
         self.pub.setsockopt(zmq.LINGER, 500)
-        self.pub.connect(tcp(config.broker_host, config.broker_xsub_port))
+        self.pub.connect(xsub)
         self.sub = secure(context.socket(zmq.SUB))
         self.sub.setsockopt(zmq.RCVHWM, 100_000)
         self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.connect(tcp(config.broker_host, config.broker_xpub_port))
+        self.sub.connect(xpub)
         self.sub.setsockopt(zmq.SUBSCRIBE, CTL_TOPIC)
         self.sub.setsockopt(zmq.SUBSCRIBE, edge_topic(self.edge_id))
         self.dealer = secure(context.socket(zmq.DEALER))
         self.dealer.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.SNDHWM, MAX_REQUESTS_IN_FLIGHT)
-        self.dealer.connect(tcp(config.broker_host, config.broker_catchup_port))
+        self.dealer.connect(catchup)
         # Plain sockets sharing the same libzmq sockets: non-blocking sends and the
         # draining of already-queued messages need no future per message.
         self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self.pub.underlying)
@@ -135,6 +153,11 @@ class BusClient:
         for sock in (self.pub, self.sub, self.dealer):
             if not sock.closed:
                 sock.close(linger=500 if sock is self.pub else 0)
+
+    @property
+    def finished(self) -> bool:
+        """Closed, and its reader tasks have ended."""
+        return self.sub.closed and all(task.done() for task in self._tasks)
 
     async def wait_closed(self) -> None:
         """Wait for the reader tasks to end."""
@@ -269,7 +292,10 @@ class BusClient:
             if self._events_seen % self._drop_every == 0:
                 return  # fault injection: PUB/SUB may drop any message
         try:
-            self._on_message(frames[0], message)
+            if self._on_beat is not None and type(message) is BrokerBeat:
+                self._on_beat(message.epoch)
+            else:
+                self._on_message(frames[0], message)
         except Exception:
             log.exception("handling a bus message failed")
 

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from xlmate.constants import NOT_A_PLAYER, RATE_LIMITED, UNAVAILABLE
-from xlmate.edge.bus import BusClient
 from xlmate.edge.pending import PendingCommands
 from xlmate.edge.session import Session
+from xlmate.edge.shardbus import ShardedBus
 from xlmate.messages import Command, command_to_wire
-from xlmate.wire import CMD_TOPIC, CommandMsg, encode
+from xlmate.wire import CommandMsg, encode
 
 ErrorReply = Callable[[Session, str, str, Any], None]  # (session, code, message, reply id)
 
@@ -30,7 +30,7 @@ TIMED_OUT: Final = "the broker did not confirm the command in time; re-send it w
 class Commands:
     """The edge's commands in flight: submit, resolve, re-send; time is an input."""
 
-    def __init__(self, edge_id: str, bus: BusClient, pending: PendingCommands, error: ErrorReply):
+    def __init__(self, edge_id: str, bus: ShardedBus, pending: PendingCommands, error: ErrorReply):
         self.edge_id = edge_id
         self.bus = bus
         self.pending = pending
@@ -58,7 +58,7 @@ class Commands:
             )
         )
         self.pending.add((session.game_id, session.seat, key), session, command.id, body, now_ms)
-        self.bus.publish(CMD_TOPIC, body)
+        self.bus.publish_game(session.game_id, body)
 
     def acked(self, game_id: str, seat: str, command_id: str, v: int) -> None:
         """A command of ours was committed at ``v``: stop re-sending it, tell its sender."""
@@ -75,12 +75,15 @@ class Commands:
     def resend_due(self, now_ms: int) -> None:
         """Re-send what is due, answer ``unavailable`` for what timed out."""
         resend, expired = self.pending.due(now_ms)
-        for body in resend:
-            self.bus.publish(CMD_TOPIC, body)
+        for game_id, body in resend:
+            self.bus.publish_game(game_id, body)
         for item in expired:
             self._error(item.session, UNAVAILABLE, TIMED_OUT, item.reply_id)
 
-    def resend_everything(self) -> None:
-        """Re-send every command in flight at once (the broker restarted or came back)."""
-        for body in self.pending.everything():
-            self.bus.publish(CMD_TOPIC, body)
+    def resend_everything(self, shard: int) -> None:
+        """Re-send every command in flight for ``shard``'s games at once (its broker
+        restarted or came back)."""
+        bus = self.bus
+        for game_id, body in self.pending.everything():
+            if bus.shard_of(game_id) == shard:
+                bus.publish_game(game_id, body)

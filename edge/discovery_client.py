@@ -38,11 +38,13 @@ from xlmate.errors import ConfigError, WireError
 from xlmate.heartbeat import (
     MAX_INTERVAL_MS,
     MIN_INTERVAL_MS,
+    REQUESTS,
+    BrokerHeartbeat,
     Goodbye,
     Heartbeat,
+    Reply,
     decode_reply,
     encode_goodbye,
-    encode_heartbeat,
 )
 
 log = logging.getLogger("xlmate.edge.discovery")
@@ -72,18 +74,21 @@ class _Outcome(enum.Enum):
 
 
 class DiscoveryClient:
-    """Heartbeats one edge's ``status()`` to discovery's REP socket at ``endpoint``.
+    """Heartbeats one edge's (or broker's) ``status()`` to discovery's REP socket.
 
     ``status`` is called for every heartbeat; its ``interval_ms`` is replaced by
     this client's own, which is what discovery's eviction must be based on.
+    ``on_reply`` (optional) sees every reply discovery sends: the edge reads
+    the shard map from it, a broker a refusal that must stop it.
     ``context`` is the edge's and stays open: terminate it after ``wait_closed()``.
     """
 
     def __init__(
         self,
         endpoint: str,
-        status: Callable[[], Heartbeat],
+        status: Callable[[], Heartbeat | BrokerHeartbeat],
         *,
+        on_reply: Callable[[Reply], None] | None = None,
         context: zmq.asyncio.Context,
         interval_ms: int = 1000,
         timeout_ms: int = 1000,
@@ -100,6 +105,7 @@ class DiscoveryClient:
             raise ConfigError("timeout_ms must be >= 1 and max_backoff_ms >= 0")
         self.endpoint = endpoint
         self._status = status
+        self._on_reply = on_reply
         self._ctx = context
         self._interval_ms = interval_ms
         self._timeout_ms = timeout_ms
@@ -233,7 +239,7 @@ class DiscoveryClient:
             hb = self._status()
             if hb.interval_ms != self._interval_ms:
                 hb = dataclasses.replace(hb, interval_ms=self._interval_ms)
-            data = encode_heartbeat(hb)
+            data = REQUESTS.encode(hb)
         except Exception:  # a bug in the edge's status(): try again next interval
             log.exception("cannot build the heartbeat")
             return _Outcome.SKIPPED
@@ -307,10 +313,19 @@ class DiscoveryClient:
         except WireError as exc:
             self._refused(f"an unreadable reply ({exc})")
             return _Outcome.REFUSED
+        if self._on_reply is not None:
+            try:
+                self._on_reply(reply)
+            except Exception:  # the owner's bug must not stop the heartbeats
+                log.exception("handling discovery's reply failed")
         if reply.ok:
             self._refusal = None
             return _Outcome.ACCEPTED
-        self._refused(reply.error or "error")
+        self._refused(
+            f"{reply.error or 'error'}: {reply.message}"
+            if reply.message
+            else reply.error or "error"
+        )
         return _Outcome.REFUSED
 
     def _refused(self, why: str) -> None:

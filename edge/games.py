@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from xlmate.constants import UNAVAILABLE
-from xlmate.edge.bus import BrokerUnavailable, BusClient, Reply
+from xlmate.edge.bus import BrokerUnavailable, Reply
 from xlmate.edge.delivery import (
     Answer,
     Ask,
@@ -34,8 +34,9 @@ from xlmate.edge.delivery import (
     WentBack,
 )
 from xlmate.edge.session import Session, dumps
+from xlmate.edge.shardbus import ShardedBus
 from xlmate.supervision import Supervisor
-from xlmate.wire import CMD_TOPIC, EventsReply, PresenceReport, StateReply, encode
+from xlmate.wire import EventsReply, PresenceReport, StateReply, encode
 
 log = logging.getLogger("xlmate.edge")
 
@@ -57,7 +58,7 @@ class Games:
     def __init__(
         self,
         edge_id: str,
-        bus: BusClient,
+        bus: ShardedBus,
         tasks: Supervisor,
         *,
         error: Callable[[Session, str, str, Any], None],
@@ -130,9 +131,12 @@ class Games:
             for session in feed.synced_handles():
                 session.send(frame)
 
-    def refresh(self) -> None:
-        """After a broker restart or outage: fetch every game, report presence again."""
+    def refresh(self, shard: int) -> None:
+        """After a shard's broker restarted or came back: fetch each of its games, report
+        presence again."""
         for game_id, feed in list(self.feeds.items()):
+            if self.bus.shard_of(game_id) != shard:
+                continue
             self.run(game_id, feed, feed.refresh())
             self.report_presence(game_id, feed)
 
@@ -152,7 +156,7 @@ class Games:
             black=black,
             spectators=spectators,
         )
-        self.bus.publish(CMD_TOPIC, encode(report))
+        self.bus.publish_game(game_id, encode(report))
 
     # --- the feeds' actions -------------------------------------------------------------
 

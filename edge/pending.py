@@ -77,20 +77,20 @@ class PendingCommands:
         else:
             self._per_session.pop(session, None)
 
-    def due(self, now_ms: int) -> tuple[list[bytes], list[Pending]]:
-        """Bodies to re-send now, and entries that timed out (removed)."""
-        resend: list[bytes] = []
+    def due(self, now_ms: int) -> tuple[list[tuple[str, bytes]], list[Pending]]:
+        """(game id, body) of what to re-send now, and entries that timed out (removed)."""
+        resend: list[tuple[str, bytes]] = []
         expired: list[tuple[Key, Pending]] = []
         for key, item in self._items.items():
             if item.deadline_ms <= now_ms:
                 expired.append((key, item))
             elif item.next_send_ms <= now_ms:
                 item.next_send_ms = now_ms + self.resend_ms
-                resend.append(item.body)
+                resend.append((key[0], item.body))
         for key, _ in expired:
             self.resolve(key)
         return resend, [item for _, item in expired]
 
-    def everything(self) -> list[bytes]:
-        """All bodies (re-send at once after the broker came back)."""
-        return [item.body for item in self._items.values()]
+    def everything(self) -> list[tuple[str, bytes]]:
+        """(game id, body) of every command (re-send at once after a broker came back)."""
+        return [(key[0], item.body) for key, item in self._items.items()]

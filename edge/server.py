@@ -11,7 +11,13 @@ Glue only, wiring the edge's parts together:
   state machine that decides what each socket sees, in ``v`` order) and
   carries out its actions; ``_on_bus`` is the one place that turns bus
   messages into their inputs;
-- ``edge.views`` answers the HTTP game views; ``_healthz`` the health check.
+- ``edge.views`` answers the HTTP game views; ``_healthz`` the health check;
+- ``edge.shardbus`` is the bus: one ``BusClient`` per broker shard, each game's
+  traffic going only to its shard's broker (``edge.shardmap``: from ``--broker``
+  options, or discovery's shard map in the replies to our heartbeats).  Each
+  shard's broker is watched on its own beat: a restart or return of one shard
+  refreshes that shard's games and re-sends its commands only.  A socket for a
+  game whose shard has no known broker is closed 1011 naming the shard.
 
 Every task is owned by one ``Supervisor`` (``xlmate.supervision``): a loop
 that crashes turns ``/healthz`` to 503 and ends the process non-zero.  The
@@ -31,6 +37,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -40,10 +47,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from xlmate import curve, gcfreeze, logs, looplag, metrics
-from xlmate.config import EdgeConfig, cluster_secret
-from xlmate.constants import CLOSE_DRAINING, MAX_CLIENT_FRAME
+from xlmate.config import EdgeConfig, cluster_secret, tcp
+from xlmate.constants import CLOSE_DRAINING, CLOSE_INTERNAL, MAX_CLIENT_FRAME
 from xlmate.edge import handshake
-from xlmate.edge.bus import BusClient
 from xlmate.edge.commands import Commands
 from xlmate.edge.discovery_client import DiscoveryClient
 from xlmate.edge.games import Games
@@ -52,14 +58,15 @@ from xlmate.edge.inbound import MAX_STRIKES, Handlers, read_client
 from xlmate.edge.pages import Pages
 from xlmate.edge.pending import PendingCommands
 from xlmate.edge.session import Flusher, Session, TokenBucket, client_address
+from xlmate.edge.shardbus import ShardedBus
+from xlmate.edge.shardmap import BrokerAddress, Routing, static_routes
 from xlmate.edge.views import GameViews
-from xlmate.heartbeat import Heartbeat
+from xlmate.heartbeat import Heartbeat, Reply
 from xlmate.httpd import HttpRequest, OriginPolicy, Router, json_response, metrics_response
 from xlmate.lifecycle import run_server
 from xlmate.messages import Command
 from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
-    CMD_TOPIC,
     AckMsg,
     BrokerBeat,
     BusMessage,
@@ -77,6 +84,15 @@ log = logging.getLogger("xlmate.edge")
 
 QUEUE_LIMIT: Final = 256  # frames queued per socket before it counts as a slow consumer
 BROKER_SILENCE_MS: Final = 2000  # no broker beat for this long: the broker is gone
+
+
+@dataclass(slots=True)
+class BrokerState:
+    """What the edge hears from one shard's broker."""
+
+    epoch: str | None = None
+    seen_ms: int = 0
+    up: bool = False
 
 
 def mono_ms() -> int:
@@ -98,16 +114,15 @@ class EdgeServer:
             resend_ms=config.resend_ms, timeout_ms=config.command_timeout_ms
         )
         self.draining = False
-        self.broker_epoch: str | None = None
-        self.broker_seen_ms = 0
-        self.broker_up = False
+        self.brokers: dict[int, BrokerState] = {}  # each shard's broker, by its beat
+        self._routing_settled = asyncio.Event()  # the shard map is known (or given up on)
         self.tasks = Supervisor("edge", self.close)
         self._faults = Faults()
         self._shutdown: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._ws: Server | None = None
         self._ctx: zmq.asyncio.Context | None = None
-        self.bus: BusClient | None = None
+        self.bus: ShardedBus | None = None
         self.commands: Commands | None = None
         self.games: Games | None = None
         self.discovery: DiscoveryClient | None = None
@@ -166,8 +181,12 @@ class EdgeServer:
             gcfreeze.GcFreezer(thaw=gcfreeze.thaw_every()).start(self.tasks, "edge.gc_freezer")
         self._faults = Faults.from_env()
         self._ctx = zmq.asyncio.Context()
-        self.bus = BusClient(cfg, self._ctx, self._on_bus, self._m_bad.inc)
+        self.bus = ShardedBus(
+            cfg, self._ctx, self._routing(), self._on_bus, self._m_bad.inc, self._on_broker_beat
+        )
         self.bus.start(self.tasks, self._faults)
+        if cfg.brokers or not cfg.discovery:
+            self._routing_settled.set()
         self.commands = Commands(cfg.id, self.bus, self.pending, self._error)
         self.games = Games(
             cfg.id, self.bus, self.tasks, error=self._error, fetched=self._m_fetches.inc
@@ -199,12 +218,34 @@ class EdgeServer:
             self.discovery = DiscoveryClient(
                 cfg.discovery,
                 self._heartbeat,
+                on_reply=self._on_discovery_reply,
                 context=self._ctx,
                 interval_ms=cfg.heartbeat_ms,
                 curve_keys=keys,
             )
             self.tasks.loop(self.discovery.run(), "edge.discovery_client")
         log.info("edge %s up: %s (region %s)", cfg.id, cfg.url, cfg.region)
+
+    def _routing(self) -> Routing:
+        """The shard map to start with: ``--broker`` options, else ``--broker-host``'s one."""
+        cfg = self.config
+        if cfg.brokers:
+            count, routes = static_routes(cfg.brokers)
+            return Routing(count, routes, "static")
+        host = cfg.broker_host
+        single = BrokerAddress(
+            tcp(host, cfg.broker_xsub_port),
+            tcp(host, cfg.broker_xpub_port),
+            tcp(host, cfg.broker_catchup_port),
+        )
+        return Routing(1, {1: single}, "default")
+
+    def _on_discovery_reply(self, reply: Reply) -> None:
+        """Discovery answered a heartbeat: take its shard map, if it has one."""
+        if reply.shards is not None and self.bus is not None:
+            self.bus.update(reply.shards)
+        if reply.ok:
+            self._routing_settled.set()
 
     def routes(self) -> Router:
         """The HTTP routes; the WebSocket paths pass through to ``_handle``."""
@@ -313,26 +354,40 @@ class EdgeServer:
             games.on_head(message.game_id, message.v)
         elif isinstance(message, PresenceMsg):
             games.on_presence(message.game_id, message.json)
-        elif isinstance(message, BrokerBeat):
-            self._on_broker_beat(message.epoch)
+        elif isinstance(message, BrokerBeat):  # (the shards' buses take beats apart)
+            self._on_broker_beat(1, message.epoch)
         else:
             self._m_bad.inc()
 
-    def _on_broker_beat(self, epoch: str) -> None:
-        restarted = self.broker_epoch is not None and epoch != self.broker_epoch
-        returned = not self.broker_up
-        self.broker_seen_ms = mono_ms()
-        self.broker_up = True
+    def _on_broker_beat(self, shard: int, epoch: str) -> None:
+        """A beat of ``shard``'s broker: a new epoch or a return resyncs that shard's games."""
+        state = self.brokers.get(shard)
+        if state is None:
+            state = self.brokers[shard] = BrokerState()
+        restarted = state.epoch is not None and epoch != state.epoch
+        returned = not state.up
+        state.seen_ms = mono_ms()
+        state.up = True
+        name = self._shard_name(shard)
         if restarted:
-            log.warning("broker restarted (epoch %s -> %s): resyncing", self.broker_epoch, epoch)
-        elif returned and self.broker_epoch is not None:
-            log.warning("broker is back (epoch %s): resyncing", epoch)
-        self.broker_epoch = epoch
+            log.warning("%s restarted (epoch %s -> %s): resyncing", name, state.epoch, epoch)
+        elif returned and state.epoch is not None:
+            log.warning("%s is back (epoch %s): resyncing", name, epoch)
+        state.epoch = epoch
         if restarted or (returned and self.games):
-            # fetch every game, re-send presence and commands
+            # fetch the shard's games, re-send their presence and commands
             assert self.games is not None and self.commands is not None
-            self.games.refresh()
-            self.commands.resend_everything()
+            self.games.refresh(shard)
+            self.commands.resend_everything(shard)
+
+    def _shard_name(self, shard: int) -> str:
+        count = self.bus.count if self.bus is not None else 1
+        return "broker" if count == 1 else f"broker of shard {shard}/{count}"
+
+    @property
+    def broker_up(self) -> bool:
+        """Whether any shard's broker beats (the edge can serve some games)."""
+        return any(state.up for state in self.brokers.values())
 
     # --- presence ---------------------------------------------------------------
 
@@ -352,10 +407,12 @@ class EdgeServer:
         beat = encode(EdgeBeat(edge_id=self.config.id))
         while True:
             self._faults.check("edge.beat_loop")
-            self.bus.publish(CMD_TOPIC, beat)
-            if self.broker_up and mono_ms() - self.broker_seen_ms > BROKER_SILENCE_MS:
-                self.broker_up = False
-                log.warning("broker silent for %d ms", BROKER_SILENCE_MS)
+            self.bus.publish_all(beat)
+            now = mono_ms()
+            for shard, state in self.brokers.items():
+                if state.up and now - state.seen_ms > BROKER_SILENCE_MS:
+                    state.up = False
+                    log.warning("%s silent for %d ms", self._shard_name(shard), BROKER_SILENCE_MS)
             await asyncio.sleep(0.5)
 
     # --- commands -------------------------------------------------------------------
@@ -402,6 +459,17 @@ class EdgeServer:
             self._log_refusal(ws, verdict, remote)
             self._count_close(verdict.code)
             await ws.close(verdict.code, verdict.reason)
+            return
+        assert self.bus is not None
+        if not self._routing_settled.is_set():  # starting: discovery's map is on its way
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._routing_settled.wait(), 2.0)
+            self._routing_settled.set()  # (discovery silent: the configured broker it is)
+        if self.bus.link(verdict.game_id) is None:  # its shard has never had a broker
+            refusal = handshake.Refusal(CLOSE_INTERNAL, self.bus.unknown_reason(verdict.game_id))
+            self._log_refusal(ws, refusal, remote)
+            self._count_close(refusal.code)
+            await ws.close(refusal.code, refusal.reason)
             return
         forget_handshake(ws)
         session = Session(
@@ -510,9 +578,26 @@ class EdgeServer:
                 "region": self.config.region,
                 "connections": len(self.sessions),
                 "games": len(self.games or ()),
-                "brokerEpoch": self.broker_epoch,
+                "brokerEpoch": self.brokers[1].epoch if 1 in self.brokers else None,
+                "shards": self._shards_view(),
             },
         )
+
+    def _shards_view(self) -> dict[str, Any]:
+        """The edge's shard map and what it hears from each broker (``/healthz``)."""
+        if self.bus is None:
+            return {}
+        routing = self.bus.routing
+        brokers: dict[str, Any] = {}
+        for shard in range(1, routing.count + 1):
+            state = self.brokers.get(shard)
+            address = routing.address(shard)
+            brokers[str(shard)] = {
+                "xsub": address.xsub if address else None,
+                "up": bool(state and state.up),
+                "epoch": state.epoch if state else None,
+            }
+        return {"count": routing.count, "source": routing.source, "brokers": brokers}
 
 
 def _close_info(ws: ServerConnection) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from websockets.http11 import Response
 
 from xlmate.constants import GAME_ID_RE
-from xlmate.edge.bus import BrokerUnavailable, BusClient
+from xlmate.edge.bus import BrokerUnavailable
+from xlmate.edge.shardbus import ShardedBus
 from xlmate.httpd import HttpRequest, json_response, text_response
 from xlmate.wire import PgnReply, StateReply
 
@@ -16,7 +17,7 @@ from xlmate.wire import PgnReply, StateReply
 class GameViews:
     """HTTP handlers for one edge's ``Router``."""
 
-    def __init__(self, bus: BusClient) -> None:
+    def __init__(self, bus: ShardedBus) -> None:
         self.bus = bus
 
     async def game(self, request: HttpRequest) -> Response:

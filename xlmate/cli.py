@@ -33,6 +33,7 @@ import click
 from xlmate import eventloop, logs, secret_policy
 from xlmate.config import BrokerConfig, DiscoveryConfig, EdgeConfig, cluster_secret
 from xlmate.errors import XLMateError
+from xlmate.shards import ShardSpec
 from xlmate.tokens import Clock, mint_seat_token, new_game_id
 
 log = logging.getLogger("xlmate.cli")
@@ -303,6 +304,12 @@ DISCOVERY_OPTIONS = (
         flag="--regions",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
     ),
+    Opt(
+        "shards",
+        "the cluster's broker shard count; a broker with another count is refused "
+        "(default: the count of the first broker that registers)",
+        type=click.IntRange(1, 256),
+    ),
 )
 
 
@@ -330,7 +337,29 @@ BROKER_OPTIONS = (
     Opt("history", "events kept per game"),
     Opt("abort_after_ms", "first-move timeout"),
     Opt("compact_after", "finished games between two compactions of the journal"),
+    Opt(
+        "shard",
+        "this broker's shard K of the cluster's N, e.g. 1/2 (docs/architecture.md); "
+        "with N > 1 the default journal dir is var/journal/shard-K-of-N",
+        type=str,
+        convert=lambda text: _shard(text),
+    ),
+    Opt(
+        "discovery",
+        "discovery heartbeat endpoint, where edges learn this shard's addresses "
+        "('' to not register)",
+    ),
+    Opt("discovery_heartbeat_ms", "heartbeat to discovery every this many ms"),
+    Opt("advertise_host", "the host edges connect to, told to discovery (default: --host)"),
 )
+
+
+def _shard(text: str) -> ShardSpec:
+    """``--shard K/N``, checked."""
+    try:
+        return ShardSpec.parse(str(text))
+    except XLMateError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from exc
 
 
 @process_command("broker", BrokerConfig, BROKER_OPTIONS)
@@ -362,6 +391,13 @@ EDGE_OPTIONS = (
     Opt("broker_xsub_port", "the broker's command port"),
     Opt("broker_xpub_port", "the broker's event port"),
     Opt("broker_catchup_port", "the broker's catch-up port"),
+    Opt(
+        "brokers",
+        "a broker shard by hand, K/N=XSUB,XPUB,CATCHUP (repeat for each shard; discovery's "
+        "shard map is then not used); without it: --broker-host and its ports until "
+        "discovery's map",
+        flag="--broker",
+    ),
     Opt("discovery", "discovery heartbeat endpoint ('' to not register)"),
     Opt("heartbeat_ms", "heartbeat to discovery every this many ms"),
     Opt("capacity", "sockets on this edge; more are closed 1013 (edge full)"),
@@ -488,6 +524,9 @@ def game_new(
 @click.option("--target-url", "target_urls", multiple=True, help="drive a plain relay (repeat)")
 @click.option("--edges", default=2, show_default=True, help="edges of the cluster it starts")
 @click.option(
+    "--shards", default=1, show_default=True, help="broker shards of the cluster it starts"
+)
+@click.option(
     "--fsync",
     type=click.Choice(["always", "interval", "never"]),
     default="always",
@@ -537,6 +576,7 @@ def bench(
     discovery_url: str | None,
     target_urls: tuple[str, ...],
     edges: int,
+    shards: int,
     fsync: str,
     client: str,
     compression: bool,
@@ -582,6 +622,7 @@ def bench(
             discovery_url=discovery_url,
             target_urls=target_urls,
             edges=edges,
+            shards=shards,
             fsync=fsync,  # type: ignore[arg-type]
             client=client,  # type: ignore[arg-type]
             compression=compression,

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from xlmate.errors import ConfigError
+from xlmate.shards import MAX_SHARDS, ShardSpec
 
 FsyncPolicy = Literal["always", "interval", "never"]
 
+DEFAULT_JOURNAL: Final = Path("var/journal")
 DEV_SECRET = "xlmate-development-secret-do-not-use-in-production"
 
 
@@ -44,6 +47,11 @@ class DiscoveryConfig:
     regions_file: Path | None = None  # JSON region distance table; None: the built-in one
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
     allow_origins: tuple[str, ...] = ("*",)  # browser origins answered with CORS headers
+    shards: int | None = None  # the cluster's broker shard count; None: the first broker's
+
+    def __post_init__(self) -> None:
+        if self.shards is not None and not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"shards must be 1 to {MAX_SHARDS}, not {self.shards}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +63,8 @@ class BrokerConfig:
     xpub_port: int = 5556  # edges' SUB connect here for events
     catchup_port: int = 5557  # ROUTER: open / fetch / pgn requests
     http_port: int = 8099  # /healthz and /metrics
-    journal_dir: Path = field(default_factory=lambda: Path("var/journal"))
+    # The default means var/journal/shard-K-of-N for a shard of N > 1 (__post_init__).
+    journal_dir: Path = DEFAULT_JOURNAL
     fsync: FsyncPolicy = "always"
     fsync_interval_ms: int = 50
     heartbeat_ms: int = 500  # control-topic heartbeat carrying the epoch
@@ -64,14 +73,48 @@ class BrokerConfig:
     max_games: int = 100_000
     curve_dir: Path | None = None  # CURVE keys (xlmate keys); None: plain TCP
     compact_after: int = 1000  # finished games between two journal compactions
+    shard: ShardSpec = field(default_factory=ShardSpec)  # this broker's shard K of N
+    discovery: str | None = "tcp://127.0.0.1:5570"  # None: do not register
+    discovery_heartbeat_ms: int = 1000
+    advertise_host: str | None = None  # the host edges connect to (default: host)
+
+    @property
+    def broker_id(self) -> str:
+        """How this broker is named at discovery (the epoch is added per start)."""
+        return f"shard-{self.shard.index}-of-{self.shard.count}"
+
+    @property
+    def public_host(self) -> str:
+        """The host edges connect to: ``advertise_host``, else ``host`` unless that is a
+        wildcard (``0.0.0.0``, ``::``, ``*``), then this machine's name."""
+        if self.advertise_host:
+            return self.advertise_host
+        if self.host in ("0.0.0.0", "::", "*", ""):
+            return socket.gethostname()
+        return self.host
+
+    def endpoint(self, port: int) -> str:
+        """The ZeroMQ endpoint edges use for one of this broker's ports."""
+        return tcp(self.public_host, port)
 
     def __post_init__(self) -> None:
+        if self.journal_dir == DEFAULT_JOURNAL and self.shard.sharded:
+            object.__setattr__(self, "journal_dir", default_journal_dir(self.shard))
         if self.fsync not in ("always", "interval", "never"):
             raise ConfigError(f"fsync must be always, interval or never, not {self.fsync!r}")
         if self.history < 1:
             raise ConfigError("history must be at least 1")
         if self.compact_after < 1:
             raise ConfigError("compact-after must be at least 1")
+
+
+def default_journal_dir(shard: ShardSpec) -> Path:
+    """``var/journal`` for a lone broker, ``var/journal/shard-K-of-N`` for a shard of N > 1."""
+    return (
+        DEFAULT_JOURNAL / f"shard-{shard.index}-of-{shard.count}"
+        if shard.sharded
+        else DEFAULT_JOURNAL
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +130,9 @@ class EdgeConfig:
     broker_xsub_port: int = 5555
     broker_xpub_port: int = 5556
     broker_catchup_port: int = 5557
+    # Broker shards by hand, "K/N=XSUB,XPUB,CATCHUP" each (edge/shardmap.py); empty: the
+    # broker above until discovery's shard map (docs/architecture.md, "Broker shards").
+    brokers: tuple[str, ...] = ()
     discovery: str | None = "tcp://127.0.0.1:5570"  # None: do not register
     heartbeat_ms: int = 1000
     capacity: int = 10_000  # connections; more are closed 1013

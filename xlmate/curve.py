@@ -7,6 +7,7 @@ folder of the public keys allowed to connect::
     DIR/discovery.key  DIR/discovery.key_secret  discovery's REP socket (server)
     DIR/edge.key  DIR/edge.key_secret            the edges' sockets (clients)
     DIR/authorized/edge.key                      clients the servers accept
+    DIR/authorized/broker.key                    (brokers heartbeat to discovery)
 
 A process started with ``--curve-dir DIR`` (or ``XLMATE_CURVE_DIR``) reads
 what its role needs: servers their own pair and ``authorized/``; edges their
@@ -54,8 +55,9 @@ def generate(directory: Path, *, force: bool = False) -> list[Path]:
         written += [Path(public), Path(secret)]
     authorized = directory / AUTHORIZED
     authorized.mkdir(exist_ok=True)
-    shutil.copy(directory / "edge.key", authorized / "edge.key")
-    written.append(authorized / "edge.key")
+    for client in ("edge", "broker"):  # brokers are discovery's clients too
+        shutil.copy(directory / f"{client}.key", authorized / f"{client}.key")
+        written.append(authorized / f"{client}.key")
     return written
 
 

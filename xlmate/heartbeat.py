@@ -5,15 +5,21 @@ Encoded by ``xlmate.codec`` like every internal format (docs/protocol.md,
 ignored, a field with a default may be left out.  Field names here are the
 full words (a heartbeat is sent once a second, so its size does not matter).
 
-Requests (edge -> discovery), one frame each:
+Requests (edge or broker -> discovery), one frame each:
 
 * ``{"k": "heartbeat", "id", "region", "url", "load", "connections",
   "capacity", "draining", "interval_ms"}``: the edge is alive; see ``Heartbeat``.
-* ``{"k": "goodbye", "id"}``: the edge is leaving; forget it now.
+* ``{"k": "broker_heartbeat", "id", "shard", "shards", "role", "epoch", "xsub",
+  "xpub", "catchup", "http", "interval_ms"}``: a broker shard is alive and
+  where edges reach it; see ``BrokerHeartbeat``.
+* ``{"k": "goodbye", "id"}``: the edge (or broker) is leaving; forget it now.
 
-Reply (discovery -> edge), exactly one per request:
+Reply (discovery -> edge or broker), exactly one per request:
 ``{"k": "reply", "ok": true, "error": nil}`` or ``{"k": "reply", "ok": false,
-"error": "<code>"}`` (``bad_frame``, ``registry_full``, ``internal``).
+"error": "<code>", "message": "<why>"}`` (``bad_frame``, ``registry_full``,
+``internal``; to brokers also ``shard_count`` and ``shard_taken``).  A reply to
+an edge's heartbeat also carries the cluster's shard map (``shards``, a
+``ShardMap``) once discovery knows the shard count.
 
 Compatibility with edges and discovery from before this format had ``k``:
 requests that name their kind under ``type`` and replies without a kind are
@@ -29,12 +35,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from xlmate.codec import Codec, Message
 from xlmate.errors import WireError
 
 MAX_FRAME: Final = 4096  # a heartbeat is ~200 bytes
+MAX_REPLY_FRAME: Final = 64 * 1024  # a reply with a shard map: ~110 bytes a shard
 ID_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 REGION_RE: Final = re.compile(r"[a-z0-9-]{1,32}")
 MAX_URL: Final = 256
@@ -45,9 +52,17 @@ HEARTBEAT: Final = "heartbeat"
 GOODBYE: Final = "goodbye"
 REPLY: Final = "reply"
 
+BROKER_HEARTBEAT: Final = "broker_heartbeat"
+ROLES: Final = ("active", "standby")
+ENDPOINT_RE: Final = re.compile(r"tcp://[A-Za-z0-9_.:\[\]-]{1,200}:[0-9]{1,5}")
+HTTP_RE: Final = re.compile(r"https?://[A-Za-z0-9_.:\[\]-]{1,200}:[0-9]{1,5}")
+MAX_SHARDS: Final = 256  # (xlmate.shards.MAX_SHARDS: kept equal by a unit test)
+
 # Reply error codes.
 BAD_FRAME: Final = "bad_frame"
 REGISTRY_FULL: Final = "registry_full"
+SHARD_COUNT: Final = "shard_count"  # a broker whose N is not the cluster's: it must exit
+SHARD_TAKEN: Final = "shard_taken"  # another broker is live for that shard and role
 
 
 def _is_int(value: object) -> bool:
@@ -108,9 +123,126 @@ class Heartbeat(Message):
             )
 
 
+def _check_endpoint(value: object, what: str, pattern: re.Pattern[str]) -> None:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise WireError(f"{what} must look like {pattern.pattern[:8]}HOST:PORT")
+
+
+def _check_shard(shard: object, shards: object) -> None:
+    if not (isinstance(shards, int) and _is_int(shards) and 1 <= shards <= MAX_SHARDS):
+        raise WireError(f"shards must be an integer from 1 to {MAX_SHARDS}")
+    if not (isinstance(shard, int) and _is_int(shard) and 1 <= shard <= shards):
+        raise WireError("shard must be an integer from 1 to shards")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerHeartbeat(Message):
+    """One broker shard's status: which shard of how many, its epoch and addresses.
+
+    ``epoch`` changes on every start of the broker (it is also on the broker's
+    ``ctl`` beat), so discovery tells a restart from a second broker.  ``xsub``,
+    ``xpub`` and ``catchup`` are the ZeroMQ endpoints edges connect to,
+    ``http`` its ``/healthz`` and ``/metrics`` base (for operators).  ``role``
+    is ``active`` (the only one that exists until broker pairs land).
+    """
+
+    KIND: ClassVar[str] = BROKER_HEARTBEAT
+    id: str
+    shard: int
+    shards: int
+    epoch: str
+    xsub: str
+    xpub: str
+    catchup: str
+    http: str | None = None
+    role: str = "active"
+    interval_ms: int = 500
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        _check_id(self.epoch)
+        _check_shard(self.shard, self.shards)
+        for name in ("xsub", "xpub", "catchup"):
+            _check_endpoint(getattr(self, name), name, ENDPOINT_RE)
+        if self.http is not None:
+            _check_endpoint(self.http, "http", HTTP_RE)
+        if self.role not in ROLES:
+            raise WireError(f"role must be one of {', '.join(ROLES)}")
+        if not _is_int(self.interval_ms) or not (
+            MIN_INTERVAL_MS <= self.interval_ms <= MAX_INTERVAL_MS
+        ):
+            raise WireError(
+                f"interval_ms must be an integer from {MIN_INTERVAL_MS} to {MAX_INTERVAL_MS}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardAddress:
+    """Where edges reach the active broker of one shard (an entry of ``ShardMap``)."""
+
+    shard: int
+    epoch: str
+    xsub: str
+    xpub: str
+    catchup: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShardMap:
+    """The cluster's shard count and the live active broker of each shard that has one.
+
+    On the wire ``{"n": count, "b": [[shard, epoch, xsub, xpub, catchup], ...]}``;
+    a shard missing from ``brokers`` has no live broker right now.
+    """
+
+    count: int
+    brokers: tuple[ShardAddress, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_shard(1, self.count)
+        shards = [b.shard for b in self.brokers]
+        if len(set(shards)) != len(shards) or not all(1 <= s <= self.count for s in shards):
+            raise WireError("a shard map lists each shard of 1..count at most once")
+
+    def get(self, shard: int) -> ShardAddress | None:
+        """The broker of ``shard``, or None when it has none."""
+        for entry in self.brokers:
+            if entry.shard == shard:
+                return entry
+        return None
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"n": count, "b": [[shard, epoch, xsub, xpub, catchup], ...]}``."""
+        return {
+            "n": self.count,
+            "b": [[b.shard, b.epoch, b.xsub, b.xpub, b.catchup] for b in self.brokers],
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> ShardMap:
+        """Rebuild one from its map; ``WireError`` for anything else."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("b", []), list):
+            raise WireError("bad shard map")
+        entries = []
+        for item in raw.get("b", []):
+            if not isinstance(item, list) or len(item) != 5:
+                raise WireError("bad shard map entry")
+            shard, epoch, xsub, xpub, catchup = item
+            _check_id(epoch)
+            for name, value in (("xsub", xsub), ("xpub", xpub), ("catchup", catchup)):
+                _check_endpoint(value, name, ENDPOINT_RE)
+            if not _is_int(shard):
+                raise WireError("bad shard map entry")
+            entries.append(ShardAddress(shard, epoch, xsub, xpub, catchup))
+        count = raw.get("n")
+        if not isinstance(count, int):
+            raise WireError("bad shard map count")
+        return cls(count, tuple(entries))
+
+
 @dataclass(frozen=True, slots=True)
 class Goodbye(Message):
-    """An edge leaving on purpose: discovery forgets it at once."""
+    """An edge (or a broker) leaving on purpose: discovery forgets it at once."""
 
     KIND: ClassVar[str] = GOODBYE
     id: str
@@ -124,24 +256,40 @@ class Reply(Message):
     """Discovery's answer to one request."""
 
     KIND: ClassVar[str] = REPLY
+    NESTED: ClassVar = {"shards": ShardMap}
     ok: bool
     error: str | None = None
+    message: str | None = None  # a sentence for the log, with a refusal
+    shards: ShardMap | None = None  # to edges: the shard map, once the count is known
 
     def __post_init__(self) -> None:
         if not isinstance(self.ok, bool):
             raise WireError("ok must be a boolean")
         if self.error is not None and (not isinstance(self.error, str) or len(self.error) > 64):
             raise WireError("error must be a short string")
+        if self.message is not None and (
+            not isinstance(self.message, str) or len(self.message) > 512
+        ):
+            raise WireError("message must be a string of at most 512 characters")
+        if self.shards is not None and not isinstance(self.shards, ShardMap):
+            raise WireError("shards must be a shard map")
 
 
-Request = Heartbeat | Goodbye
+Request = Heartbeat | BrokerHeartbeat | Goodbye
 
-REQUESTS: Final = Codec((Heartbeat, Goodbye), max_frame=MAX_FRAME, legacy_kind_key="type")
-REPLIES: Final = Codec((Reply,), max_frame=MAX_FRAME)
+REQUESTS: Final = Codec(
+    (Heartbeat, BrokerHeartbeat, Goodbye), max_frame=MAX_FRAME, legacy_kind_key="type"
+)
+REPLIES: Final = Codec((Reply,), max_frame=MAX_REPLY_FRAME)
 
 
 def encode_heartbeat(hb: Heartbeat) -> bytes:
     """A heartbeat request frame."""
+    return REQUESTS.encode(hb)
+
+
+def encode_broker_heartbeat(hb: BrokerHeartbeat) -> bytes:
+    """A broker heartbeat request frame."""
     return REQUESTS.encode(hb)
 
 
@@ -151,7 +299,7 @@ def encode_goodbye(bye: Goodbye) -> bytes:
 
 
 def decode_request(data: bytes) -> Request:
-    """A request frame -> ``Heartbeat`` or ``Goodbye``; anything else raises ``WireError``."""
+    """A request frame -> ``Heartbeat``, ``BrokerHeartbeat`` or ``Goodbye``; else ``WireError``."""
     request: Request = REQUESTS.decode(data)
     return request
 

@@ -36,6 +36,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from xlmate import metrics
 from xlmate.errors import ConfigError
 
 ALLOWED_METHODS: Final = "GET, OPTIONS"
@@ -159,9 +160,16 @@ def empty_response(status: int, headers: Iterable[tuple[str, str]] = ()) -> Resp
     return Response(status, http.HTTPStatus(status).phrase, all_headers, b"")
 
 
-def metrics_response(registry: CollectorRegistry) -> Response:
-    """The Prometheus text exposition of ``registry``."""
-    return make_response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+def metrics_response(registry: CollectorRegistry, labels: bytes = b"") -> Response:
+    """The Prometheus text exposition of ``registry``.
+
+    ``labels`` (``metrics.constant_labels``) are added to every sample, e.g. a
+    broker's shard.
+    """
+    text = generate_latest(registry)
+    if labels:
+        text = metrics.with_labels(text, labels)
+    return make_response(200, text, CONTENT_TYPE_LATEST)
 
 
 class Router:

@@ -6,7 +6,8 @@ tests can run several components in one process) and serves it on ``/metrics``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -59,3 +60,33 @@ def fast_counters(
 ) -> None:
     """Register ``FastCounters(read)`` on ``registry``."""
     registry.register(FastCounters(read))
+
+
+_SAMPLE = re.compile(rb"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{)?", re.MULTILINE)
+
+
+def constant_labels(labels: Mapping[str, str]) -> bytes:
+    """``{"shard": "1"}`` -> ``b'shard="1"'``, for ``with_labels``; values are escaped."""
+
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return ",".join(f'{name}="{escape(value)}"' for name, value in labels.items()).encode()
+
+
+def with_labels(exposition: bytes, labels: bytes) -> bytes:
+    """Add ``labels`` (``constant_labels``) to every sample of a text exposition.
+
+    Comment lines (``# HELP``, ``# TYPE``) are left alone; a sample ``name value``
+    becomes ``name{labels} value`` and ``name{a="b"} value`` becomes
+    ``name{labels,a="b"} value``.  Used where every metric of a process shares
+    a label (a broker's shard) without declaring it on each metric.
+    """
+
+    def add(match: re.Match[bytes]) -> bytes:
+        name = match.group(1)
+        if match.group(2):
+            return name + b"{" + labels + b","
+        return name + b"{" + labels + b"}"
+
+    return _SAMPLE.sub(add, exposition)

@@ -250,8 +250,37 @@ class Edge:
 
 
 @dataclass
+class BrokerShard:
+    """One broker shard (``--shard K/N``) and its ports."""
+
+    proc: Proc
+    index: int
+    count: int
+    xsub_port: int
+    xpub_port: int
+    catchup_port: int
+    http_port: int
+
+    @property
+    def http(self) -> str:
+        """The broker's HTTP base URL (``/healthz``, ``/metrics``)."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def spec(self) -> str:
+        """``K/N``."""
+        return f"{self.index}/{self.count}"
+
+    @property
+    def broker_option(self) -> str:
+        """This shard as an edge's ``--broker`` value (static routing, no discovery)."""
+        ports = (self.xsub_port, self.xpub_port, self.catchup_port)
+        return f"{self.index}/{self.count}=" + ",".join(f"tcp://127.0.0.1:{p}" for p in ports)
+
+
+@dataclass
 class Cluster:
-    """Discovery, one broker and any number of edges, on free ports under ``root``."""
+    """Discovery, one broker (or N broker shards) and any number of edges, on free ports."""
 
     root: Path
     secret: str = field(default_factory=lambda: secrets.token_hex(24))
@@ -269,6 +298,7 @@ class Cluster:
     edges: list[Edge] = field(default_factory=list)
     broker: Proc | None = None
     discovery: Proc | None = None
+    shards: dict[int, BrokerShard] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -330,6 +360,8 @@ class Cluster:
             *("--catchup-port", str(self.catchup_port)),
             *("--http-port", str(self.broker_http_port)),
             *("--journal-dir", str(self.root / "journal")),
+            "--discovery",
+            f"tcp://127.0.0.1:{self.rep_port}" if self.discovery else "",
             *extra,
         ]
 
@@ -344,6 +376,39 @@ class Cluster:
         if wait:
             self.broker.wait_healthy()
         return self.broker
+
+    def start_shard(self, index: int, count: int, *extra: str, wait: bool = True) -> BrokerShard:
+        """Start the broker of shard ``index`` of ``count`` with its own ports and journal.
+
+        Shard 1 takes the cluster's broker ports (so ``broker`` and ``broker_http``
+        name it); the others get free ports.  It registers with discovery when
+        discovery runs.
+        """
+        if index == 1:
+            ports = (self.xsub_port, self.xpub_port, self.catchup_port, self.broker_http_port)
+        else:
+            ports = (free_port(), free_port(), free_port(), free_port())
+        xsub, xpub, catchup, http = ports
+        args = [
+            "broker",
+            *("--shard", f"{index}/{count}"),
+            *("--xsub-port", str(xsub)),
+            *("--xpub-port", str(xpub)),
+            *("--catchup-port", str(catchup)),
+            *("--http-port", str(http)),
+            *("--journal-dir", str(self.root / f"journal-shard-{index}-of-{count}")),
+            "--discovery",
+            f"tcp://127.0.0.1:{self.rep_port}" if self.discovery else "",
+            *extra,
+        ]
+        proc = self._spawn(f"broker-{index}of{count}", args, f"http://127.0.0.1:{http}/healthz")
+        shard = BrokerShard(proc, index, count, xsub, xpub, catchup, http)
+        self.shards[index] = shard
+        if index == 1:
+            self.broker = proc
+        if wait:
+            proc.wait_healthy()
+        return shard
 
     def restart(self, proc: Proc) -> Proc:
         """Start a stopped process again with the same arguments; wait until it serves."""
@@ -394,6 +459,19 @@ class Cluster:
             return all(edge.edge_id in ids for edge in edges)
 
         wait_until(listed, timeout, "edges to register with discovery")
+
+    def wait_routed(self, *edges: Edge, shards: int, timeout: float = REGISTERED_TIMEOUT_S) -> None:
+        """Wait until every given edge routes by ``shards`` shards and hears each broker."""
+
+        def routed(edge: Edge) -> bool:
+            _, body = http_json(f"{edge.http}/healthz")
+            view = body.get("shards", {}) if isinstance(body, dict) else {}
+            brokers = view.get("brokers", {})
+            return view.get("count") == shards and all(
+                brokers.get(str(k), {}).get("up") for k in range(1, shards + 1)
+            )
+
+        wait_until(lambda: all(routed(e) for e in edges), timeout, "edges to hear every shard")
 
     def new_game(self, clock: str = "5+3", *extra: str) -> dict[str, Any]:
         """``xlmate game new``: a game id and both seat tokens."""

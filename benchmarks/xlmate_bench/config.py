@@ -40,6 +40,7 @@ class BenchConfig:
     discovery_url: str | None = None
     target_urls: tuple[str, ...] = ()
     edges: int = 2
+    shards: int = 1  # broker shards of the launched cluster
     regions: tuple[str, ...] = DEFAULT_REGIONS
     fsync: FsyncPolicy = "always"
     client: ClientKind = "thin"
@@ -71,6 +72,10 @@ class BenchConfig:
             raise BenchError("give --discovery or --target-url, not both")
         if self.edges < 1:
             raise BenchError("--edges must be at least 1")
+        if not 1 <= self.shards <= 256:
+            raise BenchError("--shards must be 1 to 256")
+        if self.shards > 1 and self.target != "launch":
+            raise BenchError("--shards sets up the cluster it starts: not with --discovery")
         if self.scaling and self.rate is None:
             raise BenchError("--scaling needs --rate: CPU per move is measured at a fixed rate")
         if self.scaling and self.target_urls:

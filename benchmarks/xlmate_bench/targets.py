@@ -91,7 +91,7 @@ def setup(config: BenchConfig, stats: Stats) -> Target:
     own = Path(tempfile.mkdtemp(prefix="xlmate-bench-")) if config.workdir is None else None
     workdir = own or Path(str(config.workdir))
     try:
-        cluster = start_cluster(workdir, config.edges, regions, config.fsync)
+        cluster = start_cluster(workdir, config.edges, regions, config.fsync, config.shards)
     except BaseException:
         if own is not None:
             shutil.rmtree(own, ignore_errors=True)
@@ -108,6 +108,7 @@ def setup(config: BenchConfig, stats: Stats) -> Target:
             "kind": "cluster",
             "launched": True,
             "edges": config.edges,
+            "shards": config.shards,
             "regions": regions,
             "fsync": config.fsync,
         },
@@ -116,8 +117,11 @@ def setup(config: BenchConfig, stats: Stats) -> Target:
     )
 
 
-def start_cluster(workdir: Path, edges: int, regions: Sequence[str], fsync: str) -> Cluster:
-    """Discovery, a broker and ``edges`` edges (regions in turn), serving and registered.
+def start_cluster(
+    workdir: Path, edges: int, regions: Sequence[str], fsync: str, shards: int = 1
+) -> Cluster:
+    """Discovery, a broker (or ``shards`` broker shards) and ``edges`` edges (regions in
+    turn), serving and registered; with shards, every edge routes by all of them.
 
     A free port can be taken by someone else before our process binds it: then
     the cluster is stopped and started again on new ports, up to
@@ -129,7 +133,7 @@ def start_cluster(workdir: Path, edges: int, regions: Sequence[str], fsync: str)
         cluster = Cluster(workdir / f"start-{attempt}", log_level="warning", isolate=True)
         cluster.root.mkdir(exist_ok=True)
         try:
-            _start_all(cluster, edges, regions, fsync)
+            _start_all(cluster, edges, regions, fsync, shards)
             log.info("cluster up in %s: %d edges", cluster.root, edges)
             return cluster
         except ClusterError as exc:
@@ -144,13 +148,19 @@ def start_cluster(workdir: Path, edges: int, regions: Sequence[str], fsync: str)
     raise AssertionError("unreachable: the last attempt raises")
 
 
-def _start_all(cluster: Cluster, edges: int, regions: Sequence[str], fsync: str) -> None:
-    """Start discovery and the broker, then the edges; wait until all serve and registered."""
-    discovery = cluster.start_discovery(wait=False)
-    broker = cluster.start_broker(
-        *("--fsync", fsync), *("--abort-after-ms", str(ABORT_AFTER_MS)), wait=False
-    )
-    for proc in (discovery, broker):
+def _start_all(
+    cluster: Cluster, edges: int, regions: Sequence[str], fsync: str, shards: int
+) -> None:
+    """Start discovery and the brokers, then the edges; wait until all serve and registered."""
+    broker_args = ("--fsync", fsync, "--abort-after-ms", str(ABORT_AFTER_MS))
+    if shards == 1:
+        cluster.start_discovery(wait=False)
+        cluster.start_broker(*broker_args, wait=False)
+    else:
+        cluster.start_discovery("--shards", str(shards))
+        for index in range(1, shards + 1):
+            cluster.start_shard(index, shards, *broker_args, wait=False)
+    for proc in cluster.procs:
         proc.wait_healthy(START_TIMEOUT_S)
     for index in range(edges):
         region = regions[index % len(regions)]
@@ -158,6 +168,8 @@ def _start_all(cluster: Cluster, edges: int, regions: Sequence[str], fsync: str)
     for edge in cluster.edges:
         edge.proc.wait_healthy(START_TIMEOUT_S)
     cluster.wait_registered(*cluster.edges, timeout=START_TIMEOUT_S)
+    if shards > 1:
+        cluster.wait_routed(*cluster.edges, shards=shards, timeout=START_TIMEOUT_S)
 
 
 def _watched(config: BenchConfig) -> tuple[list[Watched], dict[str, str]]:

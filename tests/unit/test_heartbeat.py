@@ -66,7 +66,13 @@ def test_reply_round_trip() -> None:
     assert decode_reply(encode_reply(Reply(False, "registry_full"))) == Reply(
         False, "registry_full"
     )
-    assert msgpack.unpackb(encode_reply(Reply(True))) == {"k": "reply", "ok": True, "error": None}
+    assert msgpack.unpackb(encode_reply(Reply(True))) == {
+        "k": "reply",
+        "ok": True,
+        "error": None,
+        "message": None,  # (a refusal's sentence, and the shard map: optional fields)
+        "shards": None,
+    }
 
 
 def test_frames_of_peers_older_than_the_kind_key_are_still_read() -> None:

@@ -89,11 +89,11 @@ async def test_an_edge_whose_loop_crashed_answers_healthz_503() -> None:
     import json
 
     from xlmate.config import EdgeConfig
-    from xlmate.edge.server import EdgeServer
+    from xlmate.edge.server import BrokerState, EdgeServer
     from xlmate.httpd import HttpRequest
 
     edge = EdgeServer(EdgeConfig(discovery=None))
-    edge.broker_up = True
+    edge.brokers[1] = BrokerState(epoch="e", up=True)  # (as if its broker had beaten)
     request = HttpRequest("/healthz", {}, {}, "127.0.0.1")
     assert edge._healthz(request).status_code == 200
     edge.tasks.loop(crash(), "edge.resend_loop")
