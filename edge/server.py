@@ -39,17 +39,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import zmq.asyncio
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
-from xlmate import curve, gcfreeze, logs, looplag, metrics
+from xlmate import curve, gcfreeze, looplag, metrics
 from xlmate.config import EdgeConfig, cluster_secret, tcp
 from xlmate.constants import CLOSE_DRAINING, CLOSE_INTERNAL, MAX_CLIENT_FRAME
-from xlmate.edge import handshake
+from xlmate.edge import connlog, handshake
 from xlmate.edge.commands import Commands
 from xlmate.edge.discovery_client import DiscoveryClient
 from xlmate.edge.games import Games
@@ -456,7 +455,7 @@ class EdgeServer:
             crowded=self.per_ip.get(remote, 0) >= self.max_per_ip,
         )
         if isinstance(verdict, handshake.Refusal):
-            self._log_refusal(ws, verdict, remote)
+            connlog.refused(ws, verdict, remote)
             self._count_close(verdict.code)
             await ws.close(verdict.code, verdict.reason)
             return
@@ -467,7 +466,7 @@ class EdgeServer:
             self._routing_settled.set()  # (discovery silent: the configured broker it is)
         if self.bus.link(verdict.game_id) is None:  # its shard has never had a broker
             refusal = handshake.Refusal(CLOSE_INTERNAL, self.bus.unknown_reason(verdict.game_id))
-            self._log_refusal(ws, refusal, remote)
+            connlog.refused(ws, refusal, remote)
             self._count_close(refusal.code)
             await ws.close(refusal.code, refusal.reason)
             return
@@ -484,15 +483,7 @@ class EdgeServer:
             claims=verdict.claims,
         )
         self._join(session)
-        opened = time.monotonic()
-        logs.event(
-            log,
-            "conn_opened",
-            f"socket opened: game {session.game_id} as {session.you}",
-            game=session.game_id,
-            seat=session.you,
-            remote=remote,
-        )
+        opened_at = connlog.opened(session)
         assert self.games is not None
         try:
             if await self.games.open(session, verdict.since):
@@ -502,40 +493,7 @@ class EdgeServer:
         finally:
             self._leave(session)
             await session.wait_closed()
-            logs.event(
-                log,
-                "conn_closed",
-                f"socket closed: game {session.game_id} as {session.you}",
-                game=session.game_id,
-                seat=session.you,
-                remote=remote,
-                **_close_info(ws),
-                duration_s=round(time.monotonic() - opened, 3),
-            )
-
-    @staticmethod
-    def _log_refusal(ws: ServerConnection, refusal: handshake.Refusal, remote: str) -> None:
-        """One line per refused socket; a refused seat token by its reason, never the token."""
-        if refusal.token_game is not None:
-            logs.event(
-                log,
-                "token_rejected",
-                f"seat token rejected for game {refusal.token_game}",
-                logging.WARNING,
-                game=refusal.token_game,
-                remote=remote,
-                code=refusal.code,
-                reason=refusal.reason,
-            )
-            return
-        logs.event(
-            log,
-            "conn_refused",
-            f"socket refused: {refusal.reason}",
-            code=refusal.code,
-            reason=refusal.reason,
-            path=urlsplit(ws.request.path).path if ws.request else None,  # no query: token
-        )
+            connlog.closed(session, ws, opened_at)
 
     def _count_close(self, code: int) -> None:
         self._m_closes.labels(str(code)).inc()
@@ -598,17 +556,6 @@ class EdgeServer:
                 "epoch": state.epoch if state else None,
             }
         return {"count": routing.count, "source": routing.source, "brokers": brokers}
-
-
-def _close_info(ws: ServerConnection) -> dict[str, Any]:
-    """Who closed a socket, with which code and reason (what the closer sent)."""
-    protocol = ws.protocol
-    sent, received = protocol.close_sent, protocol.close_rcvd
-    if sent is not None and not protocol.close_rcvd_then_sent:
-        return {"code": sent.code, "reason": sent.reason, "by": "edge"}
-    if received is not None:
-        return {"code": received.code, "reason": received.reason, "by": "client"}
-    return {"code": 1006, "reason": "connection lost", "by": "network"}
 
 
 def forget_handshake(ws: ServerConnection) -> None:
