@@ -44,12 +44,10 @@ import json
 import linecache
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -58,8 +56,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from xlmate import eventloop
 from xlmate.constants import MAX_CLIENT_FRAME
 from xlmate.edge.session import Flusher, Session, TokenBucket
+from xlmate_bench.cluster import raise_nofile
 
 PER_SOURCE = 900
 WS_PATH = re.compile(r"^/v1/games/([^/]+)/(ws|spectate)$")
@@ -76,22 +76,6 @@ SYNC = json.dumps(
     }
 ).encode()
 OWN_FILES = ("websockets/", "xlmate/", "edge/", "socket_memory.py")
-
-
-def raise_fd_limit() -> None:
-    """Thousands of sockets need more than the usual 1024 descriptors."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def run_on(loop_name: str, main: Coroutine[Any, Any, Any]) -> Any:
-    """``asyncio.run`` on uvloop or asyncio's own loop."""
-    if loop_name == "uvloop":
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
-    return asyncio.run(main)
 
 
 def rss_bytes() -> int:
@@ -112,7 +96,6 @@ class LeanSession:
         "closed",
         "game_id",
         "last",
-        "last_v",
         "queue",
         "remote",
         "seat",
@@ -127,7 +110,6 @@ class LeanSession:
         self.game_id = game_id
         self.seat = seat
         self.remote = remote
-        self.last_v: int | None = None
         self.tokens = 40.0
         self.last = time.monotonic()
         self.strikes = 0
@@ -215,8 +197,7 @@ class EdgeShaped:
             self.per_ip[remote] = self.per_ip.get(remote, 0) + 1
             self.rooms.setdefault(game_id, set()).add(session)
             del query
-            session.send(SYNC)
-            session.last_v = 0
+            session.send(SYNC)  # (the edge keeps each socket's v in its Feed, edge/delivery.py)
             try:
                 async for _frame in ws:
                     pass
@@ -272,7 +253,7 @@ class EdgeShaped:
 
     async def main(self) -> None:
         args = self.args
-        raise_fd_limit()
+        raise_nofile()
         if args.tracemalloc:
             tracemalloc.start(args.tracemalloc)
         async with serve(
@@ -383,7 +364,7 @@ def _where(frame: Any) -> str:
 
 async def clients_main(args: argparse.Namespace) -> None:
     """Open ``warm`` sockets, wait for a line on stdin, open ``n`` more, stay idle."""
-    raise_fd_limit()
+    raise_nofile()
     url = f"ws://127.0.0.1:{args.port}/v1/games/g/ws"
     conns: list[ClientConnection] = []
     gate = asyncio.Semaphore(100)
@@ -475,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     if args.mode == "server":
-        run_on(args.loop, EdgeShaped(args).main())
+        eventloop.run(EdgeShaped(args).main(), args.loop)
     elif args.mode == "clients":
         asyncio.run(clients_main(args))
     else:
