@@ -83,6 +83,7 @@ log = logging.getLogger("xlmate.edge")
 
 QUEUE_LIMIT: Final = 256  # frames queued per socket before it counts as a slow consumer
 BROKER_SILENCE_MS: Final = 2000  # no broker beat for this long: the broker is gone
+BROKER_REOPEN_MS: Final = 5000  # silent this long: new bus sockets to it (and again after)
 
 
 @dataclass(slots=True)
@@ -92,6 +93,7 @@ class BrokerState:
     epoch: str | None = None
     seen_ms: int = 0
     up: bool = False
+    reopened_ms: int = 0  # when its bus sockets were last replaced for its silence
 
 
 def mono_ms() -> int:
@@ -412,6 +414,14 @@ class EdgeServer:
                 if state.up and now - state.seen_ms > BROKER_SILENCE_MS:
                     state.up = False
                     log.warning("%s silent for %d ms", self._shard_name(shard), BROKER_SILENCE_MS)
+                silent = now - max(state.seen_ms, state.reopened_ms)
+                if not state.up and silent > BROKER_REOPEN_MS and self.bus.reopen(shard):
+                    state.reopened_ms = now
+                    log.warning(
+                        "%s silent for %d ms: new bus sockets to it",
+                        self._shard_name(shard),
+                        now - state.seen_ms,
+                    )
             await asyncio.sleep(0.5)
 
     # --- commands -------------------------------------------------------------------

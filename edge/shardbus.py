@@ -142,6 +142,27 @@ class ShardedBus:
         if changed:
             self._resubscribe(rehash=self.routing.count != before, shards=set(changed))
 
+    def reopen(self, shard: int) -> bool:
+        """Close ``shard``'s sockets and open new ones to the same broker (Lazy Pirate).
+
+        For a broker silent too long: libzmq reconnects a dropped TCP connection by
+        itself, but not one it hung up on for a protocol error (such as a frame over
+        its size limit), so new sockets are the only way back.  Subscriptions and
+        the readers come back with them; requests in flight on the old sockets fail
+        and are retried by their callers.  False if the shard has no broker address.
+        """
+        old = self.links.pop(shard, None)
+        if old is None or shard not in self.routing.routes:
+            if old is not None:
+                self.links[shard] = old
+            return False
+        self._retire(old)
+        link = self.links[shard] = self._link(shard)
+        if self._start_args is not None:
+            link.start(*self._start_args)
+        self._resubscribe(rehash=False, shards={shard})
+        return True
+
     def _retire(self, link: BusClient) -> None:
         """Close a replaced shard client; keep it until its readers have ended."""
         link.close()

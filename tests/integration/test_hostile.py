@@ -46,7 +46,7 @@ from tests.support.chess_games import random_game
 from xlmate.client import GameClient
 from xlmate.constants import Color
 from xlmate.tokens import Clock, mint_seat_token, new_game_id
-from xlmate.wire import CTL_TOPIC, FetchRequest, MissingReply, decode, encode
+from xlmate.wire import CTL_TOPIC, BrokerBeat, FetchRequest, MissingReply, decode, encode
 
 MB = 1024 * 1024
 # RSS bounds, documented in docs/security.md with what was measured: an edge grew at most
@@ -945,7 +945,8 @@ async def test_oversize_frames_on_the_brokers_zeromq_ports_are_refused(hostile: 
 async def test_a_rogue_brokers_frames_over_1_mib_are_counted_and_over_8_mib_refused(
     cluster: Cluster,
 ) -> None:
-    """On an edge's bus, a frame over 1 MiB is dropped and counted; over 8 MiB libzmq hangs up."""
+    """On an edge's bus, a frame over 1 MiB is dropped and counted; over 8 MiB libzmq hangs
+    up, and the edge opens new bus sockets once the broker has been silent long enough."""
     ctx = zmq.asyncio.Context()
     try:
         # The "broker" is the test's own XPUB on the cluster's port: no real broker runs.
@@ -966,6 +967,13 @@ async def test_a_rogue_brokers_frames_over_1_mib_are_counted_and_over_8_mib_refu
             return (await http_get_async(f"{edge.http}/metrics"))[0] == 200
 
         await eventually(serving, 15.0, "the edge to serve /metrics")
+
+        async def hears_the_broker() -> bool:  # (a beat a second, as long as it takes)
+            beat = encode(BrokerBeat(epoch="rogue", time_ms=0))
+            await rogue.send_multipart([CTL_TOPIC, beat])
+            return (await http_get_async(f"{edge.http}/healthz"))[0] == 200
+
+        await eventually(hears_the_broker, 15.0, "the edge to take the rogue's beat")
         before = await metric(edge.http, bad)
         for frame, what in (
             (b"x" * EDGE_INBOUND, "exactly 8 MiB: past libzmq, over the wire format's 1 MiB"),
@@ -984,6 +992,10 @@ async def test_a_rogue_brokers_frames_over_1_mib_are_counted_and_over_8_mib_refu
         await asyncio.wait_for(next_subscription(b"\x00" + CTL_TOPIC), 10.0)
         assert await metric(edge.http, bad) - before == 2
         assert edge.proc.alive()
+        # libzmq will not reconnect that socket; the edge, finding the broker silent past
+        # BROKER_REOPEN_MS, opens new ones: it subscribes again and hears the broker again.
+        await asyncio.wait_for(next_subscription(b"\x01" + CTL_TOPIC), 20.0)
+        await eventually(hears_the_broker, 15.0, "the edge to hear the broker again")
     finally:
         ctx.destroy(linger=0)
 
