@@ -12,6 +12,7 @@ unique to this edge.
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -35,6 +36,9 @@ class Commands:
         self.bus = bus
         self.pending = pending
         self._error = error
+        # Keys of commands sent without an id: a random boot id per process, so that a
+        # restarted edge (same edge id) never reuses a key the broker still remembers.
+        self._boot = secrets.token_hex(8)
         self._keys = itertools.count(1)
 
     def submit(self, session: Session, command: Command, now_ms: int) -> None:
@@ -47,7 +51,7 @@ class Commands:
                 session, RATE_LIMITED, "too many commands awaiting confirmation", command.id
             )
             return
-        key = str(command.id) if command.id is not None else f"~{self.edge_id}:{next(self._keys)}"
+        key = str(command.id) if command.id is not None else f"~{self._boot}:{next(self._keys)}"
         body = encode(
             CommandMsg(
                 game_id=session.game_id,

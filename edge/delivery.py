@@ -446,6 +446,8 @@ class Feed(Generic[H]):
             if self.last_v is None:
                 self._reset(first - 1, out)
             self._take_events(answer, out)
+            if self._held:  # the socket was ahead of the room: fetch the room's gap now
+                self._want_fetch(out)
         self._settle(member, out)
 
     def _on_repair_state(self, member: Member[H], answer: Snapshot, out: list[Action[H]]) -> None:

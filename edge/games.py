@@ -191,7 +191,9 @@ class Games:
         self._fetched()
         try:
             reply = await self.bus.fetch(game_id, fetch.since)
-        except BrokerUnavailable:
+        except Exception as exc:  # the feed must hear of every end, or it waits for good
+            if not isinstance(exc, BrokerUnavailable):
+                log.exception("fetch for game %s failed", game_id)
             self.run(game_id, feed, feed.on_fetch_failed(fetch.since))
             return
         self.run(game_id, feed, feed.on_fetched(fetch.since, answer_of(reply)))
@@ -212,7 +214,9 @@ class Games:
                 )
             else:
                 reply = await self.bus.fetch(game_id, ask.since)
-        except BrokerUnavailable:
+        except Exception as exc:  # (as in _fetch: the member would stay busy for good)
+            if not isinstance(exc, BrokerUnavailable):
+                log.exception("request for a socket of game %s failed", game_id)
             self.run(game_id, feed, feed.on_answer_failed(session, ask.ticket))
             return
         self.run(game_id, feed, feed.on_answer(session, ask.ticket, answer_of(reply)))

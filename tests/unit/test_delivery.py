@@ -278,3 +278,18 @@ def test_a_failed_repair_tells_the_socket_the_broker_is_unreachable() -> None:
     assert Unavailable("a") in io.others
     io.run(feed.on_event(4, ev(4)))
     assert io.got["a"] == [("sync", 3), ("ev", 4)]
+
+
+
+def test_a_socket_ahead_of_the_room_makes_the_room_fetch_its_gap() -> None:
+    """``?v=12`` on a room at 10: the socket gets 13..14, and the room fetches 11..14 at once."""
+    feed: Feed[str] = Feed()
+    io = Sockets()
+    joined(feed, io, "a", 10)
+    ask = feed.join("b", 12, player=False)
+    io.run(feed.on_answer("b", ask.ticket, history(12, 14)))
+    assert io.got["b"] == [("ev", 13), ("ev", 14)]
+    assert io.fetches == [Fetch(10, 0.0)]  # not waiting for the next event or head
+    io.run(feed.on_fetched(10, history(10, 14)))
+    assert io.got["a"] == [("sync", 10), ("ev", 11), ("ev", 12), ("ev", 13), ("ev", 14)]
+    assert io.got["b"] == [("ev", 13), ("ev", 14)]
