@@ -280,7 +280,6 @@ def test_a_failed_repair_tells_the_socket_the_broker_is_unreachable() -> None:
     assert io.got["a"] == [("sync", 3), ("ev", 4)]
 
 
-
 def test_a_socket_ahead_of_the_room_makes_the_room_fetch_its_gap() -> None:
     """``?v=12`` on a room at 10: the socket gets 13..14, and the room fetches 11..14 at once."""
     feed: Feed[str] = Feed()
