@@ -43,11 +43,32 @@ ALLOWED_METHODS: Final = "GET, OPTIONS"
 PREFLIGHT_MAX_AGE_S: Final = 600  # browsers cache a preflight this long
 
 
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def canonical_origin(origin: str) -> str:
+    """``origin`` as a browser sends it: scheme and host in lower case, no default port
+    (``https://Play.Example.com:443`` -> ``https://play.example.com``)."""
+    parts = urlsplit(origin)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class OriginPolicy:
     """Which browser origins may read HTTP answers (CORS) and open WebSockets.
 
-    ``origins`` holds exact origins (``https://play.example.com``) or ``*``.
+    ``origins`` holds exact origins (``https://play.example.com``, made canonical by
+    ``canonical_origin`` as browsers send them) or ``*``.
     Pure: no sockets, so the rules are unit-tested directly.
     """
 
@@ -64,7 +85,7 @@ class OriginPolicy:
                     continue
                 if item != "*" and not _ORIGIN_RE.fullmatch(item):
                     raise ConfigError(f"{item!r} is not an origin like https://example.com or *")
-                origins.append(item)
+                origins.append(item if item == "*" else canonical_origin(item))
         return cls(tuple(origins) or ("*",))
 
     @property

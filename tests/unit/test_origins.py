@@ -26,6 +26,15 @@ def test_parse_defaults_to_any_and_refuses_non_origins() -> None:
             OriginPolicy.parse([bad])
 
 
+def test_origins_are_compared_as_browsers_send_them() -> None:
+    """Case and a default port in ``--allow-origin`` do not matter; another port does."""
+    policy = OriginPolicy.parse(["https://Play.Example.COM:443", "HTTP://localhost:3000"])
+    assert policy.origins == (SITE, "http://localhost:3000")
+    assert policy.allows(SITE) and policy.allows("http://localhost:3000")
+    assert not policy.allows("https://play.example.com:8443")
+    assert OriginPolicy.parse(["http://[::1]:80"]).origins == ("http://[::1]",)
+
+
 def test_allows_listed_missing_and_same_origin_only() -> None:
     """Listed origins, no Origin (not a browser) and the server's own host pass; others don't."""
     policy = OriginPolicy((SITE,))
