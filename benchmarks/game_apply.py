@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
-import os
 import random
 import statistics
 import subprocess
@@ -50,36 +48,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import xlmate.broker.game as current  # noqa: E402
+from baseline_module import load_baseline  # noqa: E402
 from xlmate.messages import Move  # noqa: E402
 
 T0 = 1_700_000_000_000
 STEP_MS = 1_000  # between moves: well inside the 10-minute clocks, so no flag falls
-
-
-def load_baseline(spec: str) -> ModuleType:
-    """``broker/game.py`` as of git revision ``spec`` (or the file at path ``spec``)."""
-    path = Path(spec)
-    if path.is_file():
-        source = path.read_text()
-    else:
-        source = subprocess.run(
-            ["git", "show", f"{spec}:broker/game.py"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    with tempfile.NamedTemporaryFile("w", suffix="_game_baseline.py", delete=False) as handle:
-        handle.write(source)
-    try:
-        module_spec = importlib.util.spec_from_file_location("game_baseline", handle.name)
-        assert module_spec is not None and module_spec.loader is not None
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules["game_baseline"] = module  # dataclasses look their module up by name
-        module_spec.loader.exec_module(module)
-    finally:
-        os.unlink(handle.name)
-    return module
 
 
 def random_games(count: int, max_plies: int, seed: int) -> list[list[Move]]:
@@ -182,7 +155,7 @@ def main() -> None:
 
     versions: dict[str, ModuleType] = {"current": current}
     if args.baseline is not None:
-        versions["baseline"] = load_baseline(args.baseline)
+        versions["baseline"] = load_baseline(args.baseline, "broker/game.py", "game_baseline")
         if not args.no_check:
             if play_all(versions["baseline"], games) != play_all(current, games):
                 raise SystemExit("the two versions produce different events")

@@ -18,12 +18,8 @@ message's wire map, so both versions encode and decode the same message.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import xlmate.wire as current  # noqa: E402
+from baseline_module import load_baseline  # noqa: E402
 
 JSON = (
     b'{"type":"move","gameId":"Vq3xT0aZ9w","v":12,"uci":"g1f3","san":"Nf3","from":"g1",'
@@ -58,28 +55,6 @@ MESSAGES: dict[str, Any] = {
         ack=current.AckRef("eu-west-8101", "white", "17"),
     ),
 }
-
-
-def load_baseline(rev: str) -> ModuleType:
-    """``xlmate/wire.py`` as of git revision ``rev``."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:xlmate/wire.py"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    with tempfile.NamedTemporaryFile("w", suffix="_wire_baseline.py", delete=False) as handle:
-        handle.write(source)
-    try:
-        spec = importlib.util.spec_from_file_location("wire_baseline", handle.name)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["wire_baseline"] = module  # dataclasses look their module up by name
-        spec.loader.exec_module(module)
-    finally:
-        os.unlink(handle.name)
-    return module
 
 
 def as_version(module: ModuleType, message: Any) -> Any:
@@ -111,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     versions = {"current": operations(current)}
     if args.baseline:
-        baseline = load_baseline(args.baseline)
+        baseline = load_baseline(args.baseline, "xlmate/wire.py", "wire_baseline")
         for name, message in MESSAGES.items():
             old = baseline.encode(as_version(baseline, message))
             assert old == current.encode(message), f"{name}: the bytes differ from the baseline"

@@ -9,19 +9,15 @@ break the protocol get an ``error`` and change nothing.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from xlmate import logs
 from xlmate.constants import BAD_MESSAGE, CLOSE_POLICY, RATE_LIMITED
 from xlmate.edge.handshake import salvage_id
 from xlmate.edge.session import Session
 from xlmate.errors import ProtocolError
 from xlmate.messages import Command, Ping, SyncRequest, parse_client_message
-
-log = logging.getLogger("xlmate.edge")
 
 MAX_STRIKES: Final = 50  # rate-limited messages before a socket is closed 4008
 PONG: Final = b'{"type":"pong"}'
@@ -56,18 +52,7 @@ async def read_client(session: Session, handlers: Handlers) -> None:
         else:
             session.strikes += 1
             if session.strikes > MAX_STRIKES:
-                logs.event(
-                    log,
-                    "client_closed",
-                    f"flooding client closed 4008 on game {session.game_id}",
-                    logging.WARNING,
-                    game=session.game_id,
-                    seat=session.you,
-                    remote=session.remote,
-                    why="flooding",
-                    code=CLOSE_POLICY,
-                )
-                session.kill(CLOSE_POLICY, "flooding")
+                session.kill_for_policy("flooding", "flooding")
                 await session.ws.close(CLOSE_POLICY, "flooding")  # before the handler's 1000
                 return
             reply_id = salvage_id(frame) if isinstance(frame, str) else None

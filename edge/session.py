@@ -207,18 +207,7 @@ class Session:
         if queue is None:
             queue = self.queue = deque()
         if len(queue) >= self.queue_limit:
-            logs.event(
-                log,
-                "client_closed",
-                f"slow consumer on game {self.game_id} ({self.remote}): closing 4008",
-                logging.WARNING,
-                game=self.game_id,
-                seat=self.you,
-                remote=self.remote,
-                why="slow_consumer",
-                code=CLOSE_POLICY,
-            )
-            self.kill(CLOSE_POLICY, "slow consumer")
+            self.kill_for_policy("slow_consumer", "slow consumer")
             return
         queue.append(data)
         if self._writer is None:
@@ -250,6 +239,23 @@ class Session:
     def send_json(self, payload: dict[str, Any]) -> None:
         """Queue one JSON message."""
         self.send(dumps(payload))
+
+    def kill_for_policy(self, why: str, reason: str) -> None:
+        """Close 4008 a client that breaks a limit (``why``: slow_consumer, flooding), with
+        the operator's log line."""
+        if not self.closed:
+            logs.event(
+                log,
+                "client_closed",
+                f"{reason} on game {self.game_id} ({self.remote}): closing 4008",
+                logging.WARNING,
+                game=self.game_id,
+                seat=self.you,
+                remote=self.remote,
+                why=why,
+                code=CLOSE_POLICY,
+            )
+        self.kill(CLOSE_POLICY, reason)
 
     def kill(self, code: int, reason: str) -> None:
         """Close the socket with ``code`` (once), dropping what is queued."""
