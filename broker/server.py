@@ -72,6 +72,7 @@ from xlmate.wire import (
     edge_topic,
     encode,
 )
+from xlmate.zmqnow import Readable, send_now
 
 log = logging.getLogger("xlmate.broker")
 
@@ -87,25 +88,6 @@ Outgoing = list[tuple[zmq.asyncio.Socket, list[bytes]]]
 def wall_ms() -> int:
     """Broker time: wall-clock milliseconds (journaled, so it must survive restarts)."""
     return time.time_ns() // 1_000_000
-
-
-_MORE: Final = int(zmq.SNDMORE | zmq.NOBLOCK)
-_LAST: Final = int(zmq.NOBLOCK)
-
-
-def send_now(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
-    """``sock.send_multipart(frames, flags=zmq.NOBLOCK)``, at a fraction of its cost.
-
-    pyzmq's ``send_multipart`` type-checks every frame and combines its flag
-    enums in Python for each frame; the broker sends one message or more per
-    move, all of bytes, so the flags are combined once here.  libzmq takes a
-    multipart message whole or not at all: a full queue refuses the first
-    frame (``zmq.Again``), as it does under ``send_multipart``.
-    """
-    send = sock.send
-    for frame in frames[:-1]:
-        send(frame, _MORE)
-    send(frames[-1], _LAST)
 
 
 class BrokerServer:
@@ -454,19 +436,24 @@ class BrokerServer:
         return now
 
     async def _command_loop(self) -> None:
-        xsub, xsub_now = self.xsub, self._now_socket(self.xsub)
-        while True:
-            frames = await xsub.recv_multipart()
-            batch = Batch()
-            now = self._now()
-            self._on_bus(frames, now, batch)
-            for _ in range(MAX_BATCH - 1):  # group what is already queued into one commit
-                try:
-                    frames = xsub_now.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._on_bus(frames, now, batch)
-            self._commit(batch, now)
+        """Each turn: wait for the XSUB socket, read what is queued (up to ``MAX_BATCH``), commit.
+
+        It waits with ``zmqnow.Readable`` rather than an awaited
+        ``recv_multipart``: no pyzmq future per turn (nothing else reads XSUB).
+        """
+        xsub_now = self._now_socket(self.xsub)
+        async with Readable(xsub_now) as readable:
+            while True:
+                await readable.wait()
+                batch = Batch()
+                now = self._now()
+                for _ in range(MAX_BATCH):  # group what is already queued into one commit
+                    try:
+                        frames = xsub_now.recv_multipart(flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._on_bus(frames, now, batch)
+                self._commit(batch, now)
 
     def _on_bus(self, frames: list[bytes], now: int, batch: Batch) -> None:
         """One XSUB message: a topic frame, then one or more bus messages (edges batch)."""
