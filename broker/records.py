@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-import msgpack
-
 from xlmate.codec import Codec, Message
 from xlmate.constants import COLORS, Color
 from xlmate.errors import WireError
@@ -143,26 +141,7 @@ RECORDS: Final = Codec(
 
 
 def encode_record(record: Record) -> bytes:
-    """The msgpack body of one record (``broker.journal`` frames it).
-
-    A ``cmd`` record (one per move) is packed from its map written out here,
-    key for key the codec's, without the codec's dispatch; tests hold the
-    bytes equal (tests/unit/test_journal.py).
-    """
-    if type(record) is CommandApplied:
-        data: bytes = msgpack.packb(
-            {
-                "t": "cmd",
-                "g": record.game_id,
-                "s": record.seat,
-                "i": record.command_id,
-                "c": record.command,
-                "ms": record.ms,
-                "v": record.v,
-            },
-            use_bin_type=True,
-        )
-        return data
+    """The msgpack body of one record (``broker.journal`` frames it)."""
     return RECORDS.encode(record)
 
 

@@ -30,7 +30,6 @@ from xlmate.broker.records import (
     Record,
     SeatTaken,
     TimePassed,
-    encode_record,
     record_from_map,
 )
 from xlmate.errors import WireError
@@ -151,21 +150,3 @@ def test_any_record_map_decodes_or_raises_wire_error(kind: str, key: str, body: 
     except WireError:
         return
     assert record_from_map(RECORDS.to_map(record)) == record
-
-
-@given(
-    st.text(min_size=1, max_size=128),
-    st.sampled_from(["white", "black"]),
-    st.text(min_size=1, max_size=128),
-    st.dictionaries(st.text(max_size=4), st.text(max_size=8) | st.integers(0, 2**40), max_size=3),
-    st.integers(0, 2**63 - 1),
-    st.integers(0, 2**63 - 1),
-)
-def test_the_cmd_record_fast_path_writes_the_codec_bytes(
-    game_id: str, seat: Any, command_id: str, command: dict[str, Any], ms: int, v: int
-) -> None:
-    """``encode_record`` packs a cmd record by hand: the bytes equal the codec's, always."""
-    record = CommandApplied(
-        game_id=game_id, seat=seat, command_id=command_id, command=command, ms=ms, v=v
-    )
-    assert encode_record(record) == RECORDS.encode(record)
