@@ -240,6 +240,10 @@ class Pairing:
         assert cfg.peer is not None
         dealer.connect(cfg.peer)
         self._router, self._dealer = router, dealer
+        # Sends go through plain shadows (no future per frame, EAGAIN raised here: a
+        # frame for a peer that is not there is dropped, as the protocol expects).
+        self._router_now: zmq.Socket[bytes] = zmq.Socket.shadow(router.underlying)
+        self._dealer_now: zmq.Socket[bytes] = zmq.Socket.shadow(dealer.underlying)
         tasks = self.server.tasks
         tasks.loop(self._router_loop(), "broker.pair_router_loop")
         tasks.loop(self._dealer_loop(), "broker.pair_dealer_loop")
@@ -260,20 +264,20 @@ class Pairing:
             self._snap_file = None
 
     def _to_standby(self, frame: Frame) -> None:
-        if self._router is None or self._standby_ident is None:
-            return
-        with contextlib.suppress(zmq.ZMQError):
-            self._router.send_multipart([self._standby_ident, encode_frame(frame)], zmq.NOBLOCK)
+        if self._standby_ident is not None:
+            self._reply(self._standby_ident, frame)
 
     def _reply(self, ident: bytes, frame: Frame) -> None:
         if self._router is not None:
             with contextlib.suppress(zmq.ZMQError):
-                self._router.send_multipart([ident, encode_frame(frame)], zmq.NOBLOCK)
+                self._router_now.send_multipart([ident, encode_frame(frame)], zmq.NOBLOCK)
+            self._router.get(zmq.EVENTS)  # re-arm the asyncio wrapper (BrokerServer._send_all)
 
     def _to_peer(self, frame: Frame) -> None:
         if self._dealer is not None:
             with contextlib.suppress(zmq.ZMQError):
-                self._dealer.send(encode_frame(frame), zmq.NOBLOCK)
+                self._dealer_now.send(encode_frame(frame), zmq.NOBLOCK)
+            self._dealer.get(zmq.EVENTS)
 
     async def _router_loop(self) -> None:
         """Frames the peer started: hello, acks and beats from a standby, refusals."""
@@ -300,7 +304,7 @@ class Pairing:
         """
         assert self._dealer is not None
         dealer = self._dealer
-        shadow: zmq.Socket[bytes] = zmq.Socket.shadow(dealer.underlying)
+        shadow = self._dealer_now
         while True:
             bodies = [await dealer.recv()]
             for _ in range(511):
@@ -342,8 +346,12 @@ class Pairing:
             await asyncio.sleep(self.tick_ms / 1000)
 
     def _hello_due(self, now: int) -> bool:
-        """A standby that is not in sync says hello once per lease until a snapshot comes."""
-        return self._hello_at is None or now - self._hello_at >= self.config.lease_ms
+        """A standby that is not in sync says hello every lease/4 until a snapshot comes.
+
+        (A hello sent before the DEALER has connected is dropped: ``IMMEDIATE``
+        keeps frames from queueing for a peer that is not there.)
+        """
+        return self._hello_at is None or now - self._hello_at >= self.config.lease_ms // 4
 
     # --- active side ------------------------------------------------------------------------
 
