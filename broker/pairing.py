@@ -58,6 +58,7 @@ from xlmate.broker.replication import (
     decode_frame,
     encode_frame,
 )
+from xlmate.broker.standby_sync import StandbySession
 from xlmate.broker.termfile import load_term, store_term
 from xlmate.config import tcp
 from xlmate.errors import WireError
@@ -100,8 +101,8 @@ class Pairing:
         self.acked = 0  # the standby's acked seq (this sync session)
         self._unacked: deque[tuple[int, int]] = deque()  # (seq, sent at) awaiting the standby
         self._standby_ident: bytes | None = None  # the ROUTER identity we stream to
-        self._standby_name: str | None = None  # its id (synced or syncing)
-        self._snapshot_seq: int | None = None  # what the current session's snapshot covers
+        self._session: StandbySession | None = None  # that standby's catch-up
+        self._released_max = 0  # the highest batch seq ever released to clients
         # Standby side.
         self._expect: int | None = None  # the next batch seq (None: not synced)
         self._snap_file: Any = None  # the snapshot being received (open file)
@@ -196,10 +197,14 @@ class Pairing:
         if e.role != ACTIVE:
             return -1
         if e.may_ack_alone():
-            return self.seq
-        if e.standby_id is not None:
-            return self.acked
-        return -1
+            session = self._session
+            limit = self._released_max if session is not None and session.frozen else self.seq
+        elif e.standby_id is not None:
+            limit = self.acked
+        else:
+            return -1
+        self._released_max = max(self._released_max, limit)
+        return limit
 
     def status(self) -> dict[str, Any]:
         """The pair fields of ``/healthz``."""
@@ -337,7 +342,8 @@ class Pairing:
             if self.active:
                 self._to_standby(beat)
                 self._check_standby(now)
-            elif self._expect is None and self._snap_file is None and self._hello_due(now):
+                self._check_catch_up(now)
+            elif self._wants_snapshot(now):
                 self._hello_at = now
                 self._to_peer(
                     Hello(id=self.me, term=e.term, role=e.role, shard=str(self.config.shard))
@@ -345,13 +351,23 @@ class Pairing:
             self.accepting()  # logs fencing transitions
             await asyncio.sleep(self.tick_ms / 1000)
 
-    def _hello_due(self, now: int) -> bool:
-        """A standby that is not in sync says hello every lease/4 until a snapshot comes.
+    def _wants_snapshot(self, now: int) -> bool:
+        """Whether a standby says hello now.
 
-        (A hello sent before the DEALER has connected is dropped: ``IMMEDIATE``
-        keeps frames from queueing for a peer that is not there.)
+        One that is not in sync says it every lease/4 until a snapshot comes (a
+        hello sent before the DEALER has connected is dropped: ``IMMEDIATE``
+        keeps frames from queueing for a peer that is not there).  One in sync
+        that has heard nothing from the active for a whole lease says it once
+        per lease: if the active is alive behind a link that came back, it
+        answers with a snapshot (it stopped counting on us meanwhile).
         """
-        return self._hello_at is None or now - self._hello_at >= self.config.lease_ms // 4
+        lease = self.config.lease_ms
+        since = now - self._hello_at if self._hello_at is not None else None
+        if self._expect is None:
+            return self._snap_file is None and (since is None or since >= lease // 4)
+        heard = self.election.active_heard
+        silent = heard is None or now - heard >= lease
+        return silent and (since is None or since >= lease)
 
     # --- active side ------------------------------------------------------------------------
 
@@ -389,9 +405,21 @@ class Pairing:
         )
         e.standby_lost()
         self._unacked.clear()
-        self._standby_ident = None
-        self._standby_name = None
+        # Still streamed to and beaten at: its beats now say synced=false, so if it is
+        # alive it says hello again and resyncs from a snapshot.
         self.server.beat_discovery_now()
+
+    def _check_catch_up(self, now: int) -> None:
+        """A standby that does not catch up the tail in time: go on acking alone."""
+        session = self._session
+        if (
+            session is not None
+            and self.election.standby_id is None
+            and session.expired(now, self.config.standby_wait_ms)
+        ):
+            log.warning("standby %s did not catch up in time: going on alone", session.standby)
+            session.restart()
+            self.server.release()
 
     def _on_router_frame(self, ident: bytes, frame: Frame) -> None:
         e = self.election
@@ -446,7 +474,8 @@ class Pairing:
             self.server.beat_discovery_now()
         self._unacked.clear()
         data = self.server.journal_bytes()
-        self._standby_ident, self._standby_name, self._snapshot_seq = ident, standby, self.seq
+        self._standby_ident = ident
+        self._session = StandbySession(standby, self.seq)
         parts = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
         for n, part in enumerate(parts):
             self._to_standby(
@@ -470,16 +499,13 @@ class Pairing:
 
     def _on_ack(self, ack: AckFrame, now: int) -> None:
         e = self.election
-        if ack.id != self._standby_name:
+        session = self._session
+        if session is None or ack.id != session.standby:
             return
         self.acked = max(self.acked, ack.seq)
         while self._unacked and self._unacked[0][0] <= ack.seq:
             self._unacked.popleft()
-        if (
-            e.standby_id is None
-            and self._snapshot_seq is not None
-            and ack.seq >= self._snapshot_seq
-        ):
+        if e.standby_id is None and session.ack(ack.seq, self._released_max, now):
             e.standby_synced(ack.id, now)
             self._unacked.clear()
             self._unacked.extend((s, now) for s in range(ack.seq + 1, self.seq + 1))
@@ -633,7 +659,7 @@ class Pairing:
         if isinstance(effect, Promote):
             self.m_role_changes.labels("active").inc()
             self.close()
-            self._expect, self._standby_ident, self._standby_name = None, None, None
+            self._expect, self._standby_ident, self._session = None, None, None
             self._unacked.clear()
             logs.event(
                 log,
@@ -645,7 +671,7 @@ class Pairing:
             self.server.promoted()
         elif isinstance(effect, Demote):
             self.m_role_changes.labels("standby").inc()
-            self._standby_ident, self._standby_name = None, None
+            self._standby_ident, self._session = None, None
             self._unacked.clear()
             self._lost_sync()
             logs.event(
