@@ -649,7 +649,17 @@ class Pairing:
         """Discovery answered: follow its lease."""
         if reply.lease is None:
             return
+        alone = self.election.may_ack_alone()
         self._apply(self.election.on_lease(reply.lease, self._hb_sent_at, mono_ms()))
+        if self.election.may_ack_alone() and not alone:
+            logs.event(
+                log,
+                "broker_unprotected",
+                f"active in term {self.election.term} without an in-sync standby: acking alone "
+                "(discovery will not hand the shard to the standby until it is in sync again)",
+                logging.WARNING,
+                term=self.election.term,
+            )
         self.server.release()
 
     def _apply(self, effect: Effect) -> None:
