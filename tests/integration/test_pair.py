@@ -19,8 +19,15 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from tests.integration.cluster import Cluster, eventually
-from tests.integration.games import Played, assert_clean_history, play, seat_players
+from tests.integration.cluster import SECRET, Cluster, eventually
+from tests.integration.games import (
+    TEN_MINUTES,
+    Played,
+    assert_clean_history,
+    mint_game,
+    play,
+    seat_players,
+)
 from tests.integration.pairs import PairBroker, start_pair
 from tests.integration.test_shards import metric
 from tests.support.chess_games import random_game
@@ -34,6 +41,8 @@ from xlmate.broker.replication import (
     encode_frame,
 )
 from xlmate.client import GameClient
+from xlmate.shards import shard_of
+from xlmate.tokens import mint_seat_token
 
 
 async def roles(*brokers: PairBroker) -> list[tuple[str, int, bool]]:
@@ -146,19 +155,29 @@ async def _role_is(broker: PairBroker, role: str) -> bool:
 class Games:
     """Games played continuously by background tasks, all through the cluster's one edge."""
 
-    def __init__(self, c: Cluster, seeds: list[int], plies: int) -> None:
+    def __init__(
+        self, c: Cluster, seeds: list[int], plies: int, shards: list[int] | None = None
+    ) -> None:
         self.c = c
+        self.shards = shards  # the shard each game must be on (None: any)
         self.scripts = [random_game(seed=seed, plies=plies) for seed in seeds]
         self.progress = [Played() for _ in seeds]
         self.seats: list[tuple[str, GameClient, GameClient]] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.ack_times: list[float] = []  # monotonic time of every ack, all games together
 
-    async def start(self) -> Games:
-        for moves, done in zip(self.scripts, self.progress, strict=True):
-            game = self.c.new_game("10+0")
-            white, black = await seat_players(game, self.c.edges[0].url)
-            self.seats.append((game["gameId"], white, black))
+    async def start(self, count: int = 1) -> Games:
+        for n, (moves, done) in enumerate(zip(self.scripts, self.progress, strict=True)):
+            gid, white_token, black_token = mint_game(TEN_MINUTES)
+            if self.shards is not None:  # a fresh id owned by the wanted shard
+                ids = (f"{gid[:6]}{i}" for i in range(10_000))
+                gid = next(i for i in ids if shard_of(i, count) == self.shards[n])
+                white_token = mint_seat_token(SECRET, gid, "white", clock=TEN_MINUTES)
+                black_token = mint_seat_token(SECRET, gid, "black", clock=TEN_MINUTES)
+            url = self.c.edges[0].url
+            white = await GameClient(gid, token=white_token, edge_url=url).connect()
+            black = await GameClient(gid, token=black_token, edge_url=url).connect()
+            self.seats.append((gid, white, black))
             self.tasks.append(asyncio.create_task(self._play(white, black, moves, done)))
         return self
 
@@ -298,3 +317,26 @@ async def test_a_peer_with_a_stale_term_or_another_shard_is_refused_and_counted(
     finally:
         sock.close()
         ctx.term()
+
+
+async def test_two_shards_of_pairs_fail_over_one_shard_while_the_other_plays_on(
+    cluster: Cluster,
+) -> None:
+    """The Procfile's layout (2 shards, each a pair): SIGKILL shard 1's active broker while a
+    game plays on each shard; both games finish, each move acked once."""
+    c = cluster
+    c.start_discovery("--shards", "2")
+    pairs = [start_pair(c, 1, 2), start_pair(c, 2, 2)]
+    c.start_edge("eu-west")
+    c.wait_registered(*c.edges)
+    (active1, standby1), _ = [await settled(a, b) for a, b in pairs]
+    games = Games(c, seeds=[50, 51, 52, 53], plies=30, shards=[1, 2, 1, 2])
+    await games.start(count=2)
+    try:
+        assert [shard_of(gid, 2) for gid, _, _ in games.seats] == [1, 2, 1, 2]
+        await eventually(lambda: games.acked() >= 16, 30, "play")
+        active1.proc.kill()
+        await eventually(lambda: _role_is(standby1, "active"), 20, "shard 1's standby")
+        await games.finish_and_check()
+    finally:
+        await games.close()
