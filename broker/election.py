@@ -18,7 +18,10 @@ answers say.  The rules (docs/architecture.md, "Broker pairs"):
 - **Promotion.**  A lease naming this broker as holder makes it active in the
   lease's term (``Promote``; the glue persists the term before acting).  A
   grant records the new active broker as unprotected at discovery, so it may
-  ack alone at once.
+  ack alone at once.  A broker's id is its journal's (``broker.termfile``), so
+  a broker restarted on its journal while discovery still names it holder
+  claims again, and discovery renews its lease (rule 1): everything it acked
+  is in that journal.
 - **Accepting.**  An active broker accepts commands only while it has heard,
   within one lease, discovery confirming its lease or its in-sync standby
   (``accepting``): cut off from both, it fences itself.
@@ -132,6 +135,8 @@ class Election:
             self._reported_alone = True
 
     def _should_claim(self, now: int) -> bool:
+        if self.holder_seen == self.me:
+            return True  # we hold it (restarted on our journal): renew (rule 1)
         if self.synced:
             heard = self.active_heard if self.active_heard is not None else self.started
             return now - heard >= self.lease_ms
@@ -154,7 +159,7 @@ class Election:
         if lease.holder == self.me and lease.ms > 0:
             until = sent_at + lease.ms
             if self.role == STANDBY:
-                if lease.term <= self.term and self.term > 0:
+                if lease.term < self.term:
                     return None  # a grant older than what we know: ignore
                 self._become_active(lease.term, until)
                 return Promote(lease.term)

@@ -59,7 +59,7 @@ from xlmate.broker.replication import (
     encode_frame,
 )
 from xlmate.broker.standby_sync import StandbySession
-from xlmate.broker.termfile import load_term, store_term
+from xlmate.broker.termfile import load_member, load_term, store_term
 from xlmate.config import tcp
 from xlmate.errors import WireError
 from xlmate.heartbeat import Reply
@@ -86,7 +86,8 @@ class Pairing:
         assert cfg.peer is not None
         self.server = server
         self.config = cfg
-        self.me = server.broker_name
+        self.member = load_member(cfg.journal_dir)
+        self.me = f"{cfg.broker_id}.{self.member}"
         self.directory = cfg.journal_dir
         self.election = Election(
             self.me,

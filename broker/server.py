@@ -186,7 +186,10 @@ class BrokerServer:
 
     @property
     def broker_name(self) -> str:
-        """This broker instance's id at discovery and to its peer."""
+        """This broker's id at discovery and to its peer: per start for a lone broker, per
+        journal for a paired one (``broker.termfile``)."""
+        if self.pairing is not None:
+            return f"{self.config.broker_id}.{self.pairing.member}"
         return f"{self.config.broker_id}.{self.epoch}"
 
     # --- lifecycle ------------------------------------------------------------

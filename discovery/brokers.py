@@ -15,7 +15,8 @@ each shard that has one.
 
 The brokers of a pair (heartbeats with a ``repl`` endpoint) are kept by id, not
 by role: their roles change at a failover, and which of them may be active is
-decided by the shard's lease (``discovery.leases``), not here.  When two
+decided by the shard's lease (``discovery.leases``), not here.  Their ids name
+their journals, so a restarted one replaces its own entry at once.  When two
 brokers of a shard both say they are active (a dead one not yet evicted), the
 map lists the one in the highest term.
 """
@@ -115,7 +116,7 @@ class BrokerRegistry:
         previous = self._entries.get(key)
         if previous is not None and not self._alive(previous, now):
             previous = None
-        if previous is not None and previous.heartbeat.epoch != hb.epoch:
+        if previous is not None and previous.heartbeat.epoch != hb.epoch and hb.repl is None:
             other = previous.heartbeat
             return BrokerBeatResult(
                 False,

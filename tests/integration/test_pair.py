@@ -340,3 +340,31 @@ async def test_two_shards_of_pairs_fail_over_one_shard_while_the_other_plays_on(
         await games.finish_and_check()
     finally:
         await games.close()
+
+
+async def test_both_brokers_of_a_pair_sigkilled_and_restarted_resume_with_nothing_lost(
+    paired: tuple[Cluster, PairBroker, PairBroker],
+) -> None:
+    """SIGKILL both brokers while discovery stays up, restart both: the old active broker
+    gets its lease back (its journal is its identity), the other resyncs, play goes on."""
+    c, a, b = paired
+    active, standby = await settled(a, b)
+    game = c.new_game("10+0")
+    white, black = await seat_players(game, c.edges[0].url)
+    moves = random_game(seed=6, plies=16)
+    try:
+        await asyncio.wait_for(play(white, black, moves[:8], Played()), 60)
+        standby.proc.kill()
+        active.proc.kill()
+        standby.proc.start()
+        active.proc.start()
+        new_active, _ = await settled(a, b)
+        assert new_active is active
+        assert (await active.pair())["term"] == 1
+        await asyncio.wait_for(play(white, black, moves[8:], Played()), 60)
+        await white.wait_for_v(len(moves))
+        assert_clean_history(white, moves)
+        await eventually(lambda: journals_equal(active, standby), 10, "the journals to match")
+    finally:
+        await white.close()
+        await black.close()

@@ -101,3 +101,12 @@ def test_a_stale_grant_does_not_promote() -> None:
     e = standby(term=4)
     assert e.on_lease(Lease("b", 3, 500), 0, 1) is None
     assert e.role == "standby"
+
+
+def test_a_holder_restarted_on_its_journal_claims_and_resumes_in_its_term() -> None:
+    """Discovery still names us holder (we restarted): claim, and its renewal promotes us."""
+    e = standby("a", term=3)
+    e.on_lease(Lease("a", 3, 0), 0, 5)
+    assert e.report(5).claim
+    assert e.on_lease(Lease("a", 3, LEASE_MS), 5, 10) == Promote(3)
+    assert e.may_ack_alone()

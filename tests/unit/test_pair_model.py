@@ -5,8 +5,9 @@ The real pure cores decide (``broker.election.Election`` in each broker,
 ``broker.pairing`` does with sockets: it numbers batches, streams them to the
 standby, acks them, serves snapshots and says hello.  Hypothesis drives it
 with arbitrary interleavings: time passing, messages delivered late or lost,
-links cut and healed, brokers SIGKILLed and restarted (keeping their journal
-and term file), heartbeats whose replies never arrive.
+links cut and healed, brokers SIGKILLed and restarted (on their journal and
+term file, which keeps their member id, or on a new empty disk, which makes a
+new one), heartbeats whose replies never arrive.
 
 The property: **no acked batch is ever lost**, which is what "never two
 brokers acking in the same shard" protects.  Whenever a broker becomes active,
@@ -47,7 +48,7 @@ class Broker:
     """One broker of the model: its election, journal (batch ids) and pairing state."""
 
     name: str
-    restarts: int = 0
+    disk: int = 0  # a new disk (journal) is a new member id
     term_file: int = 0
     log: list[int] = field(default_factory=list)
     alive: bool = True
@@ -67,7 +68,7 @@ class Broker:
 
     @property
     def id(self) -> str:
-        return f"{self.name}.{self.restarts}"
+        return f"{self.name}.{self.disk}"
 
     @property
     def e(self) -> Election:
@@ -358,15 +359,19 @@ class PairModel(RuleBasedStateMachine):
         b = self.brokers[name]
         b.alive, b.request, b.reply = False, None, None
 
-    @rule(name=st.sampled_from(NAMES))
-    def restart(self, name: str) -> None:
-        """A killed broker starts again: same journal and term file, new id, standby."""
+    @rule(name=st.sampled_from(NAMES), new_disk=st.booleans())
+    def restart(self, name: str, new_disk: bool) -> None:
+        """A killed broker starts again as standby: on its journal and term file (same
+        member id), or on a new empty disk (a new member id)."""
         b = self.brokers[name]
         if b.alive:
             return
         b.alive = True
-        b.restarts += 1
-        b.election = Election(b.id, term=b.term_file, lease_ms=LEASE_MS, now=self.now)
+        if new_disk:
+            b.disk, b.log, b.term_file = b.disk + 1, [], 0
+        b.election = Election(
+            b.id, term=b.term_file, lease_ms=LEASE_MS, now=self.now, empty=not b.log
+        )
         b.acked_upto, b.session, b.unacked_since = 0, None, {}
         b.released = b.released_max = len(b.log)
         b.synced_from, b.hello_at = None, None
