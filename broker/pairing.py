@@ -359,8 +359,8 @@ class Pairing:
         hello sent before the DEALER has connected is dropped: ``IMMEDIATE``
         keeps frames from queueing for a peer that is not there).  One in sync
         that has heard nothing from the active for a whole lease says it once
-        per lease: if the active is alive behind a link that came back, it
-        answers with a snapshot (it stopped counting on us meanwhile).
+        per lease: an active broker that gave up on us (or restarted) stops
+        streaming and beating to us, and answers this hello with a snapshot.
         """
         lease = self.config.lease_ms
         since = now - self._hello_at if self._hello_at is not None else None
@@ -406,8 +406,9 @@ class Pairing:
         )
         e.standby_lost()
         self._unacked.clear()
-        # Still streamed to and beaten at: its beats now say synced=false, so if it is
-        # alive it says hello again and resyncs from a snapshot.
+        # No more stream or beats to it: if it is alive it hears nothing for a lease,
+        # says hello again and resyncs from a snapshot.
+        self._standby_ident, self._session = None, None
         self.server.beat_discovery_now()
 
     def _check_catch_up(self, now: int) -> None:
@@ -556,9 +557,7 @@ class Pairing:
                 e.active_frame(frame.id, now)
                 if self._expect is not None:
                     self.lag = max(0, frame.seq - (self._expect - 1))
-                    if not frame.synced and e.synced and frame.id == self._active_name:
-                        # The active went on without us (it no longer waits for our acks).
-                        self._lost_sync("the active broker no longer counts us in sync")
+
             return None
         e.active_frame(frame.id, now)
         if isinstance(frame, Snapshot):

@@ -19,7 +19,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from tests.integration.cluster import SECRET, Cluster, eventually
+from tests.integration.cluster import SECRET, Cluster, eventually, http_json_async
 from tests.integration.games import (
     TEN_MINUTES,
     Played,
@@ -71,6 +71,28 @@ async def settled(a: PairBroker, b: PairBroker) -> tuple[PairBroker, PairBroker]
     return result
 
 
+async def ready(c: Cluster, a: PairBroker, b: PairBroker) -> tuple[PairBroker, PairBroker]:
+    """``settled``, and every edge routes the shard to the active broker."""
+    active, standby = await settled(a, b)
+    await edges_follow(c, active)
+    return active, standby
+
+
+async def edges_follow(c: Cluster, broker: PairBroker, shard: int = 1) -> None:
+    """Wait until every edge routes ``shard`` to ``broker`` and hears it (discovery's map)."""
+    epoch = (await broker.health_async())["epoch"]
+
+    async def following() -> bool:
+        for edge in c.edges:
+            status, body = await http_json_async(f"{edge.http}/healthz")
+            view = body.get("shards", {}).get("brokers", {}).get(str(shard), {})
+            if status != 200 or view.get("epoch") != epoch or not view.get("up"):
+                return False
+        return True
+
+    await eventually(following, 20, f"edges to follow broker {broker.name}")
+
+
 async def journals_equal(a: PairBroker, b: PairBroker) -> bool:
     """Both journals hold the same records (the standby applied every batch)."""
     if not (a.journal.exists() and b.journal.exists()):
@@ -93,7 +115,7 @@ async def test_a_pair_elects_one_active_broker_and_the_standby_mirrors_its_journ
 ) -> None:
     """Two paired brokers elect one active (term 1); after a game both journals are identical."""
     c, a, b = paired
-    active, standby = await settled(a, b)
+    active, standby = await ready(c, a, b)
     assert (await active.pair())["term"] == 1
     game = c.new_game("10+0")
     white, black = await seat_players(game, c.edges[0].url)
@@ -220,7 +242,7 @@ async def test_sigkill_of_the_active_broker_fails_over_losing_and_doubling_nothi
     """SIGKILL the active broker mid-game: the standby takes over in a higher term, games
     finish with every acked move exactly once."""
     c, a, b = paired
-    active, standby = await settled(a, b)
+    active, standby = await ready(c, a, b)
     games = await Games(c, seeds=[30, 31, 32], plies=40).start()
     try:
         await eventually(lambda: all(len(p.acked) >= 6 for p in games.progress), 30, "play")
@@ -241,7 +263,7 @@ async def test_sigkill_of_the_standby_does_not_interrupt_play_and_it_catches_up_
     """SIGKILL the standby mid-game: no client reconnects or fails a command; restarted, the
     standby resyncs and mirrors the journal again."""
     c, a, b = paired
-    active, standby = await settled(a, b)
+    active, standby = await ready(c, a, b)
     games = await Games(c, seeds=[40, 41], plies=40).start()
     try:
         await eventually(lambda: games.acked() >= 10, 30, "play")
@@ -265,7 +287,7 @@ async def test_an_old_active_broker_with_a_divergent_tail_rejoins_as_standby(
     """After a failover, the old active broker restarts with a record the new one never had:
     it adopts the higher term, drops that tail and rejoins as an in-sync standby."""
     c, a, b = paired
-    active, standby = await settled(a, b)
+    active, standby = await ready(c, a, b)
     game = c.new_game("10+0")
     white, black = await seat_players(game, c.edges[0].url)
     moves = random_game(seed=5, plies=12)
@@ -329,7 +351,9 @@ async def test_two_shards_of_pairs_fail_over_one_shard_while_the_other_plays_on(
     pairs = [start_pair(c, 1, 2), start_pair(c, 2, 2)]
     c.start_edge("eu-west")
     c.wait_registered(*c.edges)
-    (active1, standby1), _ = [await settled(a, b) for a, b in pairs]
+    (active1, standby1), (active2, _) = [await settled(a, b) for a, b in pairs]
+    await edges_follow(c, active1, 1)
+    await edges_follow(c, active2, 2)
     games = Games(c, seeds=[50, 51, 52, 53], plies=30, shards=[1, 2, 1, 2])
     await games.start(count=2)
     try:
@@ -348,7 +372,7 @@ async def test_both_brokers_of_a_pair_sigkilled_and_restarted_resume_with_nothin
     """SIGKILL both brokers while discovery stays up, restart both: the old active broker
     gets its lease back (its journal is its identity), the other resyncs, play goes on."""
     c, a, b = paired
-    active, standby = await settled(a, b)
+    active, standby = await ready(c, a, b)
     game = c.new_game("10+0")
     white, black = await seat_players(game, c.edges[0].url)
     moves = random_game(seed=6, plies=16)

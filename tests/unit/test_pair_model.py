@@ -90,6 +90,7 @@ class PairModel(RuleBasedStateMachine):
         self.queues: dict[tuple[str, str], list[Msg]] = {("A", "B"): [], ("B", "A"): []}
         self.batch_ids = itertools.count(1)
         self.acked: set[int] = set()
+        self.disk_replaced = False  # then the shard may rightly stay stuck (see heal_and_settle)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -149,10 +150,7 @@ class PairModel(RuleBasedStateMachine):
         """Start every run from a cold start that has settled: one active, one in sync."""
         for _ in range(40):
             self.steady(250)
-            roles = sorted(b.e.role for b in self.brokers.values())
-            if roles == ["active", "standby"] and all(
-                b.e.synced or b.e.standby_id for b in self.brokers.values()
-            ):
+            if self._formed():
                 return
         raise AssertionError("the pair never formed on a cold start")
 
@@ -186,7 +184,11 @@ class PairModel(RuleBasedStateMachine):
             return
         e = b.e
         in_sync = e.standby_id is not None if e.role == ACTIVE else e.synced
-        self.send(b, ("beat", b.id, e.term, e.role, in_sync))
+        # The beat every broker sends its peer (DEALER: terms only), and the active
+        # broker's beat to the standby it streams to (ROUTER: the standby hears it).
+        self.send(b, ("peerbeat", b.id, e.term, e.role, in_sync))
+        if e.role == ACTIVE and b.session is not None:
+            self.send(b, ("beat", b.id, e.term, e.role, in_sync))
         if e.role == ACTIVE:
             heard = e.standby_heard if e.standby_heard is not None else self.now
             oldest = min(b.unacked_since.values(), default=self.now)
@@ -194,7 +196,7 @@ class PairModel(RuleBasedStateMachine):
                 self.now - heard >= WAIT_MS or self.now - oldest >= WAIT_MS
             ):
                 e.standby_lost()
-                b.unacked_since = {}
+                b.unacked_since, b.session = {}, None
             session = b.session
             if session is not None and e.standby_id is None and session.expired(self.now, WAIT_MS):
                 session.restart()
@@ -245,6 +247,15 @@ class PairModel(RuleBasedStateMachine):
     def receive(self, b: Broker, msg: Msg) -> None:
         e = b.e
         kind, sender, term = msg[0], msg[1], msg[2]
+        if kind == "peerbeat":  # (Pairing._on_router_frame: a term check, and the
+            # active broker hears its standby)
+            effect, stale = e.on_peer_term(msg[3], term)
+            self.apply(b, effect)
+            if stale:
+                self.send(b, ("refuse", b.id, e.term))
+            elif e.role == ACTIVE and msg[3] == "standby":
+                e.standby_frame(sender, self.now)
+            return
         role = msg[3] if kind == "beat" else ("active" if kind in ("snap", "batch") else "standby")
         if kind in ("snap", "batch") and term < e.term:
             b.synced_from = None
@@ -279,9 +290,6 @@ class PairModel(RuleBasedStateMachine):
         # Standby side.
         if kind == "beat" and role == ACTIVE:
             e.active_frame(sender, self.now)
-            if not msg[4] and e.synced and sender == b.synced_from:
-                b.synced_from = None
-                e.out_of_sync()
         elif kind == "snap":
             e.active_frame(sender, self.now)
             b.log = list(msg[3])  # the snapshot replaces the journal (a divergent tail too)
@@ -369,6 +377,7 @@ class PairModel(RuleBasedStateMachine):
         b.alive = True
         if new_disk:
             b.disk, b.log, b.term_file = b.disk + 1, [], 0
+            self.disk_replaced = True
         b.election = Election(
             b.id, term=b.term_file, lease_ms=LEASE_MS, now=self.now, empty=not b.log
         )
@@ -378,6 +387,33 @@ class PairModel(RuleBasedStateMachine):
         for key in self.queues:
             if name in key:
                 self.queues[key].clear()
+
+    @precondition(lambda self: not self.disk_replaced)
+    @rule()
+    def heal_and_settle(self) -> None:
+        """Liveness: restart the dead on their own disks, heal every link; a pair forms again.
+
+        (Not after a disk was replaced: if the lost journal belonged to the lease
+        holder and it had no standby named in sync, nothing may take over, by design.)
+        """
+        for name, b in self.brokers.items():
+            if not b.alive:
+                self.restart(name, new_disk=False)
+        self.links = dict.fromkeys(self.links, True)
+        for _ in range(80):
+            self.steady(250)
+            if self._formed():
+                return
+        states = {
+            b.id: (b.e.role, b.e.term, b.e.synced, b.e.standby_id) for b in self.brokers.values()
+        }
+        raise AssertionError(f"no pair formed after 20 s of calm: {states}")
+
+    def _formed(self) -> bool:
+        roles = sorted(b.e.role for b in self.brokers.values())
+        return roles == ["active", "standby"] and all(
+            b.e.synced or b.e.standby_id for b in self.brokers.values()
+        )
 
     @invariant()
     def at_most_one_unfenced_active_per_term(self) -> None:
