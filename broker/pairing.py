@@ -43,7 +43,17 @@ import zmq
 import zmq.asyncio
 
 from xlmate import curve, logs, metrics
-from xlmate.broker.election import ACTIVE, AdoptTerm, Demote, Effect, Election, Promote, Report
+from xlmate.broker.election import (
+    ACTIVE,
+    STANDBY,
+    AdoptTerm,
+    Demote,
+    Effect,
+    Election,
+    Promote,
+    Report,
+    Role,
+)
 from xlmate.broker.journal import check_batch, split_batch
 from xlmate.broker.replication import (
     CHUNK,
@@ -120,7 +130,7 @@ class Pairing:
         self.m_refused = metrics.counter(
             reg, "broker_pair_refused", "replication frames refused", ("why",)
         )
-        for why in ("stale_term", "wrong_shard", "bad_frame", "not_active"):
+        for why in ("stale_term", "wrong_shard", "bad_frame"):
             self.m_refused.labels(why)
         self.m_dropped = metrics.counter(
             reg,
@@ -436,8 +446,8 @@ class Pairing:
             )
             return
         if isinstance(frame, Hello | PeerBeat | AckFrame):
-            role = frame.role if isinstance(frame, Hello | PeerBeat) else "standby"
-            effect, stale = e.on_peer_term(role, frame.term)  # type: ignore[arg-type]
+            role = _role(frame.role) if isinstance(frame, Hello | PeerBeat) else STANDBY
+            effect, stale = e.on_peer_term(role, frame.term)
             self._apply(effect)
             if stale:
                 self._refuse_stale(ident, frame.id, role, frame.term)
@@ -531,7 +541,7 @@ class Pairing:
         if not isinstance(frame, Snapshot | BatchFrame | PeerBeat):
             self.m_refused.labels("bad_frame").inc()
             return None
-        role = "active" if isinstance(frame, Snapshot | BatchFrame) else frame.role
+        role = ACTIVE if isinstance(frame, Snapshot | BatchFrame) else _role(frame.role)
         if frame.term < e.term and role == ACTIVE:
             self.m_refused.labels("stale_term").inc()
             log.warning(
@@ -544,7 +554,7 @@ class Pairing:
             self._to_peer(Refusal(id=self.me, term=e.term, why="stale term"))
             self._lost_sync()
             return None
-        effect, stale = e.on_peer_term(role, frame.term)  # type: ignore[arg-type]
+        effect, stale = e.on_peer_term(role, frame.term)
         self._apply(effect)
         if stale or self.active:
             if stale:
@@ -694,6 +704,11 @@ class Pairing:
             self.server.demoted()
         else:
             log.info("term %d adopted", effect.term)
+
+
+def _role(value: str) -> Role:
+    """A frame's role (the frame checked it is one of the two when it was decoded)."""
+    return ACTIVE if value == ACTIVE else STANDBY
 
 
 def journal_is_empty(directory: Path) -> bool:
