@@ -134,13 +134,14 @@ def main() -> None:
     parser.add_argument("--games", type=int, default=100)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--keep", type=Path, help="keep each rep's logs and journals here")
     opts = parser.parse_args()
     runs: dict[str, list[dict[str, Any]]] = {"lone": [], "pair": []}
     with tempfile.TemporaryDirectory(prefix="xlmate-pairs-") as tmp:
         for rep in range(opts.reps):
             for variant in ("lone", "pair"):
-                workdir = Path(tmp) / f"{variant}-{rep}"
-                workdir.mkdir()
+                workdir = (opts.keep or Path(tmp)) / f"{variant}-{rep}"
+                workdir.mkdir(parents=True)
                 report = run(workdir, variant == "pair", opts)
                 runs[variant].append(report)
                 print(
@@ -167,7 +168,8 @@ def main() -> None:
     print(json.dumps(medians, indent=2))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     path = ROOT / "benchmarks" / "results" / f"{stamp}-pairs.json"
-    path.write_text(json.dumps({"options": vars(opts), "medians": medians, "runs": runs}, indent=1))
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}
+    path.write_text(json.dumps({"options": options, "medians": medians, "runs": runs}, indent=1))
     print(f"written {path}")
 
 
