@@ -123,6 +123,7 @@ class DiscoveryServer:
         self.registry = Registry(max_nodes=max_nodes)
         self.brokers = BrokerRegistry(config.shards)
         self.leases = Leases(clock())  # each paired shard's lease (the third vote)
+        self._claim_refused: dict[str, str] = {}  # broker id -> the refusal last logged
         self.http_port = config.port
         self.rep_port = config.rep_port
         self._max_fallbacks = max_fallbacks
@@ -432,7 +433,15 @@ class DiscoveryServer:
             )
         elif decision.why:
             self._m_leases.labels("refused").inc()
-            log.info("shard %s: claim of %s refused: %s", hb.shard, hb.id, decision.why)
+            # A standby cut off from its active broker claims on every heartbeat: log a
+            # refusal when its reason changes, not four times a second.
+            if self._claim_refused.get(hb.id) != decision.why:
+                if len(self._claim_refused) >= 1024:
+                    self._claim_refused.clear()
+                self._claim_refused[hb.id] = decision.why
+                log.info("shard %s: claim of %s refused: %s", hb.shard, hb.id, decision.why)
+        if decision.granted or decision.renewed:
+            self._claim_refused.pop(hb.id, None)
         return lease
 
     @staticmethod

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import zmq
 import zmq.asyncio
+import zmq.auth
 
-from tests.integration.cluster import SECRET, Cluster, eventually, http_json_async
+from tests.integration.cluster import SECRET, XLMATE, Cluster, eventually, http_json_async
 from tests.integration.games import (
     TEN_MINUTES,
     Played,
@@ -29,6 +32,7 @@ from tests.integration.games import (
     seat_players,
 )
 from tests.integration.pairs import PairBroker, start_pair
+from tests.integration.test_curve import connect_rogue
 from tests.integration.test_shards import metric
 from tests.support.chess_games import random_game
 from xlmate.broker.journal import pack_record, read_records
@@ -390,5 +394,42 @@ async def test_both_brokers_of_a_pair_sigkilled_and_restarted_resume_with_nothin
         assert_clean_history(white, moves)
         await eventually(lambda: journals_equal(active, standby), 10, "the journals to match")
     finally:
+        await white.close()
+        await black.close()
+
+
+async def test_a_pair_replicates_over_curve_and_shuts_out_peers_without_the_key(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """With CURVE the pair forms and mirrors its journal; a replication peer with no key or
+    an unauthorized one fails the handshake (a peer from another cluster)."""
+    c = cluster
+    keys = tmp_path / "keys"
+    subprocess.run([XLMATE, "keys", str(keys)], capture_output=True, check=True)
+    c.curve_dir = keys
+    c.start_discovery()
+    a, b = start_pair(c)
+    c.start_edge("eu-west")
+    c.wait_registered(*c.edges)
+    active, standby = await ready(c, a, b)
+    broker_public, _ = zmq.auth.load_certificate(keys / "broker.key")
+    ctx = zmq.asyncio.Context()
+    sockets = []
+    game = c.new_game("10+0")
+    white, black = await seat_players(game, c.edges[0].url)
+    try:
+        for key in (None, broker_public):
+            sock, event = await connect_rogue(
+                ctx, zmq.DEALER, f"tcp://127.0.0.1:{active.repl_port}", key
+            )
+            sockets.append(sock)
+            assert event != zmq.EVENT_HANDSHAKE_SUCCEEDED, "a rogue replication peer got in"
+        moves = random_game(seed=8, plies=10)
+        await asyncio.wait_for(play(white, black, moves, Played()), 60)
+        await eventually(lambda: journals_equal(active, standby), 10, "the standby's journal")
+    finally:
+        for sock in sockets:
+            sock.close(linger=0)
+        ctx.term()
         await white.close()
         await black.close()
