@@ -178,6 +178,13 @@ class Pairing:
         return e.standby_id is not None if e.role == ACTIVE else e.synced
 
     @property
+    def ready(self) -> bool:
+        """What the discovery heartbeat's ``ready`` says: an active broker that accepts
+        commands, or a standby in sync (false while it catches up or is fenced)."""
+        e = self.election
+        return e.accepting(mono_ms()) if e.role == ACTIVE else e.synced
+
+    @property
     def current_lag(self) -> int:
         """Active: batches streamed but not acked; standby: batches behind the active's beat."""
         if self.active:

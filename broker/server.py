@@ -296,6 +296,7 @@ class BrokerServer:
                 "peer": report.peer,
                 "repl": cfg.endpoint(cfg.repl_port),
                 "lag": self.pairing.current_lag,
+                "ready": self.pairing.ready,
             }
         return BrokerHeartbeat(
             id=self.broker_name,
