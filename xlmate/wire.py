@@ -26,6 +26,7 @@ from xlmate.errors import WireError
 MAX_FRAME: Final = 1 << 20  # no bus message of ours is anywhere near 1 MiB
 CTL_TOPIC: Final = b"ctl"
 CMD_TOPIC: Final = b"cmd"
+BROKER_ROLES: Final = ("active", "standby")  # a broker's place in its pair (BrokerBeat)
 
 M = TypeVar("M", bound=Message)
 
@@ -241,15 +242,30 @@ class RejectMsg(Message):
 
 @dataclass(frozen=True, slots=True)
 class BrokerBeat(Message):
-    """The broker's heartbeat on ``ctl``: ``epoch`` changes on every broker start."""
+    """The broker's heartbeat on ``ctl``: ``epoch`` changes on every broker start.
+
+    ``role`` (``active`` or ``standby``) and ``term`` say where the broker stands
+    in its pair (docs/architecture.md, "Broker pairs"): edges send commands to
+    the broker that is active in the highest term they have seen and switch on
+    the first beat of a higher one.  A broker outside a pair beats ``active`` in
+    term 0, the defaults, so beats from brokers older than pairs still parse.
+    """
 
     KIND: ClassVar[str] = "hb"
-    KEYS: ClassVar = {"epoch": "ep", "time_ms": "t"}
+    KEYS: ClassVar = {"epoch": "ep", "time_ms": "t", "role": "ro", "term": "tm"}
     epoch: str
     time_ms: int
+    role: str = "active"
+    term: int = 0
 
     def __post_init__(self) -> None:
-        _check(_is_id(self.epoch) and _is_v(self.time_ms), "bad broker beat")
+        _check(
+            _is_id(self.epoch)
+            and _is_v(self.time_ms)
+            and self.role in BROKER_ROLES
+            and _is_v(self.term),
+            "bad broker beat",
+        )
 
 
 # --- catch-up service (DEALER -> ROUTER and back) --------------------------------
