@@ -157,12 +157,20 @@ class BrokerRegistry:
 
     def shard_map(self, now: float) -> ShardMap | None:
         """The count and each shard's live brokers, active first, each with its role and
-        term; None until the count is known."""
+        term; None until the count is known.  Two live brokers of a shard in one role (a
+        dead active one not yet evicted, next to the one that took over): the one in the
+        highest term."""
         if self.shards is None:
             return None
+        best: dict[tuple[int, str], BrokerHeartbeat] = {}
+        for entry in self.alive(now):
+            hb = entry.heartbeat
+            place = (hb.shard, hb.role)
+            if place not in best or hb.term > best[place].term:
+                best[place] = hb
         brokers = tuple(
             ShardAddress(hb.shard, hb.epoch, hb.xsub, hb.xpub, hb.catchup, hb.role, hb.term)
-            for hb in (entry.heartbeat for entry in self.alive(now))
+            for _, hb in sorted(best.items())
         )
         return ShardMap(self.shards, brokers)
 

@@ -497,11 +497,11 @@ class DiscoveryServer:
         if not nodes:
             # Edges with room but none ready for the game's shard: a broker is recovering
             # or failing over, or the edges are still connecting.  Worth a retry soon.
-            reason = "not_ready" if any(n.available for n in healthy) else "no_edges"
-            self._m_placements.labels("no_nodes" if reason == "no_edges" else reason).inc()
+            no_room = not any(n.available for n in healthy)
+            self._m_placements.labels("no_nodes" if no_room else "not_ready").inc()
             return json_response(
                 503,
-                {"error": "no_nodes", "reason": reason},
+                {"error": "no_nodes"} if no_room else {"error": "no_nodes", "reason": "not_ready"},
                 # (exposed to pages of other origins too, so a browser client can honour it)
                 [
                     ("Retry-After", str(RETRY_AFTER_S)),
