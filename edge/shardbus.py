@@ -190,7 +190,8 @@ class ShardedBus:
 
     def update(self, shard_map: ShardMap) -> list[int]:
         """Take discovery's shard map: connect to new brokers, drop those that left; the
-        shards whose active broker changed (the caller refreshes their games)."""
+        shards known before whose active broker changed (the caller refreshes their
+        games; a change of the shard count re-routes every game instead)."""
         before = self.routing.count
         actives = {shard: self.routing.address(shard) for shard in self.routing.shards}
         changed = self.routing.update(shard_map)
@@ -223,10 +224,9 @@ class ShardedBus:
         switched = []
         for shard in self.routing.shards:
             self._fence(shard)
-            if self.routing.address(shard) != actives.get(shard):
+            if shard in actives and self.routing.address(shard) != actives[shard]:
                 switched.append(shard)
-                if shard in actives:
-                    self._switched(shard, actives[shard])
+                self._switched(shard, actives[shard])
         return switched
 
     def reopen(self, shard: int, address: BrokerAddress) -> bool:
