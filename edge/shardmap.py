@@ -5,9 +5,10 @@ needs, for each shard, the addresses of its broker (XSUB, XPUB, catch-up), or
 of both brokers of a pair, and which of them is active.  ``Routing`` keeps
 them, from one of three sources:
 
-* ``static``: ``--broker K/N=XSUB,XPUB,CATCHUP`` once per shard.  Complete (every
-  shard 1..N named, with one N) or refused at start; discovery's map is then
-  ignored.
+* ``static``: ``--broker K/N=XSUB,XPUB,CATCHUP`` once per shard, or twice for a
+  shard served by a broker pair (two addresses).  Complete (every shard 1..N
+  named, with one N) or refused at start; discovery's map is then ignored, and
+  which broker of a pair is active is learnt from their beats alone.
 * ``default``: no ``--broker``: the single broker of ``--broker-host`` and its
   ports (a cluster of one shard, as before shards) until discovery's first
   shard map says otherwise.
@@ -46,7 +47,7 @@ of a cluster without pairs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -90,19 +91,29 @@ def parse_broker_option(text: str) -> tuple[ShardSpec, BrokerAddress]:
     return spec, BrokerAddress(*parts)
 
 
-def static_routes(options: Iterable[str]) -> tuple[int, dict[int, BrokerAddress]]:
-    """The shard count and every shard's broker from ``--broker`` options; ConfigError if the
-    options disagree on N, name a shard twice or leave one out."""
+Route = BrokerAddress | tuple[BrokerAddress, BrokerAddress]  # a lone broker, or a pair
+
+
+def static_routes(options: Iterable[str]) -> tuple[int, dict[int, Route]]:
+    """The shard count and every shard's broker (or pair) from ``--broker`` options;
+    ConfigError if the options disagree on N, name one broker twice, give a shard more
+    than two, or leave one out."""
     count: int | None = None
-    routes: dict[int, BrokerAddress] = {}
+    routes: dict[int, Route] = {}
     for text in options:
         spec, address = parse_broker_option(text)
         if count is not None and spec.count != count:
             raise ConfigError(f"--broker options disagree on the shard count ({count} and {spec})")
         count = spec.count
-        if spec.index in routes:
+        known = routes.get(spec.index)
+        if known is None:
+            routes[spec.index] = address
+        elif isinstance(known, tuple):
+            raise ConfigError(f"--broker names more than two brokers (a pair) for shard {spec}")
+        elif known == address:
             raise ConfigError(f"--broker names shard {spec} twice")
-        routes[spec.index] = address
+        else:
+            routes[spec.index] = (known, address)
     if count is None:
         raise ConfigError("no --broker option")
     missing = [k for k in range(1, count + 1) if k not in routes]
@@ -163,13 +174,14 @@ class ShardRoute:
 class Routing:
     """The edge's shard map (module docstring)."""
 
-    def __init__(self, count: int, routes: dict[int, BrokerAddress], source: Source) -> None:
+    def __init__(self, count: int, routes: Mapping[int, Route], source: Source) -> None:
         self.count = count
         self.source: Source = source
         self.shards: dict[int, ShardRoute] = {}
-        for shard, address in routes.items():
+        for shard, members in routes.items():
             route = self.shards[shard] = ShardRoute()
-            route.add(address)
+            for address in members if isinstance(members, tuple) else (members,):
+                route.add(address)
             route.choose()
 
     # --- queries -------------------------------------------------------------------

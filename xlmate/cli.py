@@ -393,9 +393,9 @@ EDGE_OPTIONS = (
     Opt("broker_catchup_port", "the broker's catch-up port"),
     Opt(
         "brokers",
-        "a broker shard by hand, K/N=XSUB,XPUB,CATCHUP (repeat for each shard; discovery's "
-        "shard map is then not used); without it: --broker-host and its ports until "
-        "discovery's map",
+        "a broker shard by hand, K/N=XSUB,XPUB,CATCHUP (repeat for each shard, twice for a "
+        "shard served by a broker pair; discovery's shard map is then not used); without "
+        "it: --broker-host and its ports until discovery's map",
         flag="--broker",
     ),
     Opt("discovery", "discovery heartbeat endpoint ('' to not register)"),

@@ -12,8 +12,8 @@ from xlmate.discovery.brokers import BrokerRegistry
 from xlmate.discovery.placement import place, ready_for
 from xlmate.discovery.regions import default_table
 from xlmate.discovery.registry import Node
-from xlmate.edge.shardmap import BrokerAddress, Routing
-from xlmate.errors import WireError
+from xlmate.edge.shardmap import BrokerAddress, Routing, static_routes
+from xlmate.errors import ConfigError, WireError
 from xlmate.heartbeat import (
     BrokerHeartbeat,
     Heartbeat,
@@ -321,3 +321,22 @@ def test_placement_skips_edges_not_ready_for_the_games_shard() -> None:
         placed = [n.id for n in place(nodes, "eu-west", game, default_table(), shards=2)]
         assert "e1" not in placed and set(placed) == {"e2", "e3"}
         assert place([nodes[0]], "eu-west", game, default_table(), shards=2) == []
+
+
+def test_a_pair_can_be_configured_by_hand_and_its_beats_say_which_is_active() -> None:
+    """--broker K/N twice with two addresses is a pair; the same address twice or a third
+    broker is refused; the beats pick the active one."""
+    one = "1/1=tcp://a:1,tcp://a:2,tcp://a:3"
+    two = "1/1=tcp://b:1,tcp://b:2,tcp://b:3"
+    count, routes = static_routes([one, two])
+    assert (count, routes) == (1, {1: (A, B)})
+    with pytest.raises(ConfigError, match="twice"):
+        static_routes([one, one])
+    with pytest.raises(ConfigError, match="more than two"):
+        static_routes([one, two, "1/1=tcp://c:1,tcp://c:2,tcp://c:3"])
+    routing = Routing(count, routes, "static")
+    assert routing.members(1) == [A, B] and routing.address(1) == A  # until a beat says
+    routing.on_beat(1, A, "ea", "standby", 2)
+    assert routing.address(1) is None
+    assert routing.on_beat(1, B, "eb", "active", 2) is True
+    assert routing.address(1) == B and not routing.accepts(1, A)
