@@ -98,7 +98,6 @@ class BrokerState:
     seen_ms: int = 0
     up: bool = False
     reopened_ms: int = 0  # when its bus sockets were last replaced for its silence
-    heard: bool = False  # it has beaten at least once
 
 
 def mono_ms() -> int:
@@ -397,7 +396,7 @@ class EdgeServer:
         restarted = state.epoch is not None and epoch != state.epoch
         returned = not state.up
         state.seen_ms = mono_ms()
-        state.up = state.heard = True
+        state.up = True
         active = self.bus.routing.address(shard) == address
         name = self._shard_name(shard, address)
         if switched:
@@ -413,9 +412,12 @@ class EdgeServer:
             self._readiness_changed()
 
     def _switched(self, shard: int) -> None:
-        """``shard``'s active broker changed: resync its games on the new one."""
-        self._m_switches.inc()
-        self._resync(shard)
+        """``shard``'s active broker changed: resync its games on the new one (none yet:
+        wait for it, its commands stay pending and its fetches retry)."""
+        assert self.bus is not None
+        if self.bus.routing.address(shard) is not None:
+            self._m_switches.inc()
+            self._resync(shard)
 
     def _resync(self, shard: int) -> None:
         """Fetch the shard's games, re-send their presence and commands (to its active
