@@ -340,3 +340,42 @@ def test_a_pair_can_be_configured_by_hand_and_its_beats_say_which_is_active() ->
     assert routing.address(1) is None
     assert routing.on_beat(1, B, "eb", "active", 2) is True
     assert routing.address(1) == B and not routing.accepts(1, A)
+
+
+_ITEMS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.sampled_from(["active", "standby", "ep", "tcp://h:1", "leader", ""]),
+    st.text(max_size=8),
+)
+
+
+@given(
+    st.lists(st.lists(_ITEMS, max_size=8), max_size=4),
+    st.one_of(st.integers(-2, 300), st.none(), st.text(max_size=2)),
+)
+def test_any_shard_map_parses_or_raises_wire_error(entries: list, count: object) -> None:  # type: ignore[type-arg]
+    """Whatever entries a map holds, from_wire gives a valid map or a WireError."""
+    try:
+        shard_map = ShardMap.from_wire({"n": count, "b": entries})
+    except WireError:
+        return
+    assert ShardMap.from_wire(shard_map.to_wire()) == shard_map
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "region", "url", "shards", "unready"]),
+        st.one_of(_ITEMS, st.lists(_ITEMS, max_size=4)),
+    )
+)
+def test_any_edge_heartbeat_with_readiness_parses_or_raises_wire_error(obj: dict) -> None:  # type: ignore[type-arg]
+    """Random readiness fields on an edge heartbeat: a valid heartbeat or a WireError."""
+    obj = {"k": "heartbeat", "id": "e", "region": "r", "url": "ws://e:1", **obj}
+    try:
+        hb = decode_request(msgpack.packb(obj))
+    except WireError:
+        return
+    assert isinstance(hb, Heartbeat) and all(1 <= k <= 256 for k in hb.unready)
+    assert 0 <= hb.shards <= 256 and list(hb.unready) == sorted(set(hb.unready))
