@@ -264,7 +264,7 @@ class EdgeServer:
     def _on_discovery_reply(self, reply: Reply) -> None:
         """Discovery answered a heartbeat: take its shard map, if it has one."""
         if reply.shards is not None and self.bus is not None:
-            for shard in self.bus.update(reply.shards):
+            for shard in self.bus.update(reply.shards, self._hears):
                 self._switched(shard)
             self._readiness_changed()
         if reply.ok:
@@ -438,6 +438,11 @@ class EdgeServer:
         if self.bus is None:  # (not started: whatever has beaten)
             return any(state.up for state in self.brokers.values())
         return any(self._active_up(shard) for shard in range(1, self.bus.count + 1))
+
+    def _hears(self, shard: int, address: BrokerAddress) -> bool:
+        """Whether that broker of ``shard`` beats now."""
+        state = self.brokers.get((shard, address))
+        return state is not None and state.up
 
     def _active_up(self, shard: int) -> bool:
         """Whether ``shard`` has an active broker and this edge hears it."""

@@ -188,13 +188,16 @@ class ShardedBus:
             self._switched(shard, before)
         self._on_beat(shard, address, beat.epoch, switched)
 
-    def update(self, shard_map: ShardMap) -> list[int]:
-        """Take discovery's shard map: connect to new brokers, drop those that left; the
-        shards known before whose active broker changed (the caller refreshes their
-        games; a change of the shard count re-routes every game instead)."""
+    def update(
+        self, shard_map: ShardMap, heard: Callable[[int, BrokerAddress], bool] = lambda s, a: False
+    ) -> list[int]:
+        """Take discovery's shard map: connect to new brokers, drop those that left (unless
+        ``heard``: they beat now); the shards known before whose active broker changed
+        (the caller refreshes their games; a change of the shard count re-routes every
+        game instead)."""
         before = self.routing.count
         actives = {shard: self.routing.address(shard) for shard in self.routing.shards}
-        changed = self.routing.update(shard_map)
+        changed = self.routing.update(shard_map, heard)
         if changed is None:
             log.error(
                 "discovery says the cluster has %d shards, this edge routes by %d: ignored "

@@ -38,7 +38,9 @@ names the active one.
 A beat's declaration always replaces what the member said before; a map
 entry is older news and changes a member only when its term is higher.  When
 the map lists a shard, members it does not list are dropped (a broker that
-moved, a standby that left), except an active member whose term is above
+moved, a standby that left), except a member the edge hears beating now (the
+caller says which: discovery may have lost it, after a restart of discovery or
+in a partition between the two) and an active member whose term is above
 every entry of the map (the edge heard the failover before discovery's map
 caught up).  A member known only from configuration or from a map (it has not
 beaten yet) whose role is unknown counts as active in term 0: the lone broker
@@ -47,7 +49,7 @@ of a cluster without pairs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -233,8 +235,13 @@ class Routing:
         member.role, member.term, member.epoch, member.beaten = role, term, epoch, True
         return route.choose()
 
-    def update(self, shard_map: ShardMap) -> list[int] | None:
+    def update(
+        self, shard_map: ShardMap, heard: Callable[[int, BrokerAddress], bool] = lambda s, a: False
+    ) -> list[int] | None:
         """Take discovery's map; the shards whose members changed (new ones included).
+
+        ``heard(shard, address)`` says whether that broker beats now (a member the
+        map does not list is kept while it does).
 
         Ignored (returns ``[]``) under a static configuration.  A map with another
         count than the one in use returns None: the caller logs it and keeps its
@@ -252,11 +259,13 @@ class Routing:
         self.source = "discovery"
         changed = []
         for shard in sorted({entry.shard for entry in shard_map.brokers}):
-            if self._merge(shard, shard_map.of(shard)):
+            if self._merge(shard, shard_map.of(shard), heard):
                 changed.append(shard)
         return changed
 
-    def _merge(self, shard: int, entries: list[ShardAddress]) -> bool:
+    def _merge(
+        self, shard: int, entries: list[ShardAddress], heard: Callable[[int, BrokerAddress], bool]
+    ) -> bool:
         """One shard's map entries into its members; True if the members changed."""
         route = self.shards.setdefault(shard, ShardRoute())
         before = list(route.members)
@@ -269,8 +278,8 @@ class Routing:
                 member.role, member.term, member.epoch = entry.role, entry.term, entry.epoch
         newest = max(entry.term for entry in entries)
         for address, member in list(route.members.items()):
-            keep = address == route.active and member.term > newest and member.beaten
-            if address not in listed and not keep:
+            newer = address == route.active and member.term > newest and member.beaten
+            if address not in listed and not (newer or heard(shard, address)):
                 del route.members[address]
         while len(route.members) > MAX_MEMBERS:  # (cannot happen with one map of a pair)
             del route.members[next(a for a in route.members if a != route.active)]

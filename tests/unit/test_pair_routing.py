@@ -379,3 +379,17 @@ def test_any_edge_heartbeat_with_readiness_parses_or_raises_wire_error(obj: dict
         return
     assert isinstance(hb, Heartbeat) and all(1 <= k <= 256 for k in hb.unready)
     assert 0 <= hb.shards <= 256 and list(hb.unready) == sorted(set(hb.unready))
+
+
+def test_a_member_the_edge_hears_stays_when_the_map_forgets_it() -> None:
+    """After a discovery restart the map may list the standby alone for a moment: the active
+    broker the edge still hears stays active; one it does not hear is dropped."""
+    routing = Routing(1, {1: A}, "default")
+    routing.update(pair(A, B, 1))
+    routing.on_beat(1, A, "ea", "active", 1)
+    routing.on_beat(1, B, "eb", "standby", 1)
+    standby_only = ShardMap(1, (entry(B, "standby", 1),))
+    assert routing.update(standby_only, lambda shard, address: address == A) == []
+    assert routing.address(1) == A and routing.members(1) == [A, B]
+    assert routing.update(standby_only) == [1]  # A silent too: dropped, no active member
+    assert routing.address(1) is None and routing.members(1) == [B]
