@@ -86,6 +86,7 @@ class ShardedBus:
         self._games: dict[str, list[int]] = {}  # game -> [shard, local subscriptions]
         self._retired: list[BusClient] = []  # replaced clients, until their readers end
         self._start_args: tuple[Any, ...] | None = None
+        self._stale: dict[BrokerAddress, int] = {}  # a stale active broker, logged for a term
         for shard in sorted(routing.shards):
             self.links[shard] = {a: self._link(shard, a) for a in routing.members(shard)}
             self._fence(shard)
@@ -100,6 +101,9 @@ class ShardedBus:
             on_beat=lambda beat: self._beat(shard, address, beat),
             on_fenced=self._on_fenced,
         )
+
+    def _connected(self, address: BrokerAddress) -> bool:
+        return any(address in members for members in self.links.values())
 
     def _all_links(self) -> list[BusClient]:
         return [link for members in self.links.values() for link in members.values()]
@@ -186,6 +190,18 @@ class ShardedBus:
         switched = self.routing.on_beat(shard, address, beat.epoch, beat.role, beat.term)
         if switched:
             self._switched(shard, before)
+        term = self.routing.term(shard)
+        if beat.role == "active" and beat.term < term and self._stale.get(address) != beat.term:
+            self._stale[address] = beat.term  # (once per broker and term, not every beat)
+            log.warning(
+                "shard %d/%d: broker at %s says it is active in term %d, below term %d: "
+                "fenced (its events and acks are dropped)",
+                shard,
+                self.routing.count,
+                address.xsub,
+                beat.term,
+                term,
+            )
         self._on_beat(shard, address, beat.epoch, switched)
 
     def update(
@@ -224,6 +240,7 @@ class ShardedBus:
                 del self.links[shard]
         if changed:
             self._resubscribe(rehash=self.routing.count != before, shards=set(changed))
+            self._stale = {a: t for a, t in self._stale.items() if self._connected(a)}
         switched = []
         for shard in self.routing.shards:
             self._fence(shard)
