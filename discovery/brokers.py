@@ -15,6 +15,14 @@ has one, its live active broker and, for a pair, its live standby, each with
 the role and term its heartbeat declared (docs/architecture.md, "Broker
 pairs").  Entries of brokers outside a pair (active, term 0) keep the 5-item
 form edges older than pairs read.
+
+The brokers of a pair (heartbeats with a ``repl`` endpoint) are kept by id, not
+by role: their roles change at a failover, and which of them may be active is
+decided by the shard's lease (``discovery.leases``), not here.  Their ids name
+their journals, so a restarted one replaces its own entry at once.  When two
+brokers of a shard say they are in the same role (a dead active one not yet
+evicted, next to the one that took over), the map lists the one in the
+highest term.
 """
 
 from __future__ import annotations
@@ -118,11 +126,11 @@ class BrokerRegistry:
                 f"this cluster has {self.shards} shards (fixed by {self.fixed_by}); "
                 f"a broker started with --shard {hb.shard}/{hb.shards} cannot join it",
             )
-        key = (hb.shard, hb.role)
+        key = (hb.shard, hb.role if hb.repl is None else f"pair:{hb.id}")
         previous = self._entries.get(key)
         if previous is not None and not self._alive(previous, now):
             previous = None
-        if previous is not None and previous.heartbeat.epoch != hb.epoch:
+        if previous is not None and previous.heartbeat.epoch != hb.epoch and hb.repl is None:
             other = previous.heartbeat
             return BrokerBeatResult(
                 False,

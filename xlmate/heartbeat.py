@@ -13,8 +13,9 @@ Requests (edge or broker -> discovery), one frame each:
   ``Heartbeat``.
 * ``{"k": "broker_heartbeat", "id", "shard", "shards", "role", "epoch", "xsub",
   "xpub", "catchup", "http", "interval_ms", "term", "claim", "in_sync", "peer",
-  "repl", "lag", "ready"}``: a broker shard is alive, where edges reach it and
-  where it stands in its pair; see ``BrokerHeartbeat``.
+  "repl", "lag", "ready"}``: a broker shard is alive and where edges reach it;
+  a broker of a pair also reports its term and asks for (or renews) the
+  shard's lease; see ``BrokerHeartbeat``.
 * ``{"k": "goodbye", "id"}``: the edge (or broker) is leaving; forget it now.
 
 Reply (discovery -> edge or broker), exactly one per request:
@@ -23,7 +24,8 @@ Reply (discovery -> edge or broker), exactly one per request:
 ``internal``; to brokers also ``shard_count`` and ``shard_taken``).  A reply to
 an edge's heartbeat also carries the cluster's shard map (``shards``, a
 ``ShardMap``) once discovery knows the shard count: each shard's active
-broker and, for a pair, its standby, with their roles and terms.
+broker and, for a pair, its standby, with their roles and terms; a reply to
+a paired broker's heartbeat carries the shard's lease (``lease``, a ``Lease``).
 
 Compatibility with edges and discovery from before this format had ``k``:
 requests that name their kind under ``type`` and replies without a kind are
@@ -61,7 +63,7 @@ ROLES: Final = ("active", "standby")
 ENDPOINT_RE: Final = re.compile(r"tcp://[A-Za-z0-9_.:\[\]-]{1,200}:[0-9]{1,5}")
 HTTP_RE: Final = re.compile(r"https?://[A-Za-z0-9_.:\[\]-]{1,200}:[0-9]{1,5}")
 MAX_SHARDS: Final = 256  # (xlmate.shards.MAX_SHARDS: kept equal by a unit test)
-MAX_TERM: Final = 2**53 - 1  # terms and lags stay exact in any JSON reader
+MAX_TERM: Final = 2**63 - 1  # (as BrokerHeartbeat checks a term)
 
 # Reply error codes.
 BAD_FRAME: Final = "bad_frame"
@@ -170,17 +172,17 @@ class BrokerHeartbeat(Message):
     ``epoch`` changes on every start of the broker (it is also on the broker's
     ``ctl`` beat), so discovery tells a restart from a second broker.  ``xsub``,
     ``xpub`` and ``catchup`` are the ZeroMQ endpoints edges connect to,
-    ``http`` its ``/healthz`` and ``/metrics`` base (for operators).
+    ``http`` its ``/healthz`` and ``/metrics`` base (for operators).  ``role``
+    is ``active`` or ``standby``.
 
-    Broker pairs (docs/architecture.md, "Broker pairs"): ``role`` is ``active``
-    or ``standby``; ``term`` the highest term the broker has seen (0 outside a
-    pair); ``claim`` asks discovery for the shard's lease (to become or stay
-    active); ``in_sync``: for an active broker, its standby is connected and in
-    sync (it is protected), for a standby, it is in sync with the active one;
-    ``peer`` the id of the broker it is in sync with; ``repl`` its replication
-    endpoint; ``lag`` how far a standby is behind; ``ready`` whether it serves
-    (false while it recovers).  Every one has a default, so heartbeats of
-    brokers older than pairs still parse.
+    The fields after ``interval_ms`` exist for broker pairs (docs/architecture.md,
+    "Broker pairs"); their defaults describe a lone broker, so heartbeats from
+    brokers older than pairs still parse.  ``term`` is the highest term the
+    broker holds; ``claim`` asks discovery for the shard's lease (or renews
+    it); ``in_sync`` means, from an active broker, that its standby is in sync
+    (it is protected), and from a standby, that it is in sync with the active
+    one named by ``peer``; ``repl`` is its replication endpoint; ``lag`` is how
+    many batches a standby is behind; ``ready`` is false while it recovers.
     """
 
     KIND: ClassVar[str] = BROKER_HEARTBEAT
@@ -205,6 +207,17 @@ class BrokerHeartbeat(Message):
     def __post_init__(self) -> None:
         _check_id(self.id)
         _check_id(self.epoch)
+        if not _is_int(self.term) or not 0 <= self.term < 2**63:
+            raise WireError("term must be an integer >= 0")
+        if not _is_int(self.lag) or not 0 <= self.lag < 2**63:
+            raise WireError("lag must be an integer >= 0")
+        for name in ("claim", "in_sync", "ready"):
+            if not isinstance(getattr(self, name), bool):
+                raise WireError(f"{name} must be a boolean")
+        if self.peer is not None:
+            _check_id(self.peer)
+        if self.repl is not None:
+            _check_endpoint(self.repl, "repl", ENDPOINT_RE)
         _check_shard(self.shard, self.shards)
         for name in ("xsub", "xpub", "catchup"):
             _check_endpoint(getattr(self, name), name, ENDPOINT_RE)
@@ -218,16 +231,6 @@ class BrokerHeartbeat(Message):
             raise WireError(
                 f"interval_ms must be an integer from {MIN_INTERVAL_MS} to {MAX_INTERVAL_MS}"
             )
-        _check_term(self.term)
-        for name in ("claim", "in_sync", "ready"):
-            if not isinstance(getattr(self, name), bool):
-                raise WireError(f"{name} must be a boolean")
-        if self.peer is not None:
-            _check_id(self.peer)
-        if self.repl is not None:
-            _check_endpoint(self.repl, "repl", ENDPOINT_RE)
-        if not _is_int(self.lag) or not 0 <= self.lag <= MAX_TERM:
-            raise WireError("lag must be an integer >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +323,42 @@ class ShardMap:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A shard's lease as discovery sees it (in its reply to a paired broker).
+
+    On the wire ``{"holder": id | None, "term": int, "ms": int}``: the broker
+    holding the lease (None: nobody), the shard's current term, and how long
+    the lease has left in milliseconds (0 once it has expired).
+    """
+
+    holder: str | None
+    term: int
+    ms: int
+
+    def __post_init__(self) -> None:
+        if self.holder is not None:
+            _check_id(self.holder)
+        if not _is_int(self.term) or not 0 <= self.term < 2**63:
+            raise WireError("lease term must be an integer >= 0")
+        if not _is_int(self.ms) or not 0 <= self.ms < 2**31:
+            raise WireError("lease ms must be an integer >= 0")
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"holder", "term", "ms"}``."""
+        return {"holder": self.holder, "term": self.term, "ms": self.ms}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Lease:
+        """Rebuild one from its map; ``WireError`` for anything else."""
+        if not isinstance(raw, dict):
+            raise WireError("bad lease")
+        try:
+            return cls(raw.get("holder"), raw["term"], raw["ms"])
+        except KeyError as exc:
+            raise WireError(f"lease without {exc.args[0]}") from exc
+
+
+@dataclass(frozen=True, slots=True)
 class Goodbye(Message):
     """An edge (or a broker) leaving on purpose: discovery forgets it at once."""
 
@@ -335,11 +374,12 @@ class Reply(Message):
     """Discovery's answer to one request."""
 
     KIND: ClassVar[str] = REPLY
-    NESTED: ClassVar = {"shards": ShardMap}
+    NESTED: ClassVar = {"shards": ShardMap, "lease": Lease}
     ok: bool
     error: str | None = None
     message: str | None = None  # a sentence for the log, with a refusal
     shards: ShardMap | None = None  # to edges: the shard map, once the count is known
+    lease: Lease | None = None  # to a paired broker: its shard's lease
 
     def __post_init__(self) -> None:
         if not isinstance(self.ok, bool):
@@ -352,6 +392,8 @@ class Reply(Message):
             raise WireError("message must be a string of at most 512 characters")
         if self.shards is not None and not isinstance(self.shards, ShardMap):
             raise WireError("shards must be a shard map")
+        if self.lease is not None and not isinstance(self.lease, Lease):
+            raise WireError("lease must be a lease")
 
 
 Request = Heartbeat | BrokerHeartbeat | Goodbye
