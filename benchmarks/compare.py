@@ -274,6 +274,15 @@ def summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def stable_name(report: dict[str, Any], name: str) -> str:
+    """A process's name that is the same in every repetition: a started cluster's edges
+    are named by their port, which changes; they become ``edge-1``, ``edge-2``, ..."""
+    edges = [p["name"] for p in report.get("processes", []) if p["role"] == "edge"]
+    if name in edges and report.get("target", {}).get("launched"):
+        return f"edge-{edges.index(name) + 1}"
+    return name
+
+
 def lag_summary(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each process's event-loop stalls (>= 50 ms) per repetition, and its longest lag.
 
@@ -283,7 +292,8 @@ def lag_summary(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for report in reports:
         for lag in report.get("loop_lag", []):
-            row = out.setdefault(lag["name"], {"stalls_each": [], "longest_ms_each": []})
+            name = stable_name(report, lag["name"])
+            row = out.setdefault(name, {"stalls_each": [], "longest_ms_each": []})
             row["stalls_each"].append(lag["stalls"])
             row["longest_ms_each"].append(lag["max_le_ms"])
     for row in out.values():
