@@ -1,7 +1,11 @@
 """What both benchmark relays share: the WebSocket server settings, the run loop, /metrics.
 
-The settings are the edge's (``max_size``, queue, pings, close timeout), so the
-relays are measured with the same server configuration as the product.  Like
+The settings are the edge's (``max_size``, queue, pings, close timeout, no
+permessage-deflate), so the relays are measured with the same server
+configuration as the product.  (Until 2026-11-30 the relays left websockets'
+default, ``compression="deflate"``: they accepted the load generator's offer,
+which the edge declines, and paid for compressing every frame and ~40 KiB of
+zlib state per socket in every relay figure recorded before then.)  Like
 every XLMate process, a relay runs the loop-lag probe (``xlmate/looplag.py``)
 and answers ``GET /metrics`` on its WebSocket port with its metrics, so the
 benchmark reads every process's event-loop stalls the same way.
@@ -56,6 +60,7 @@ async def serve_until_signal(
             ping_interval=20,
             ping_timeout=20,
             close_timeout=2,
+            compression=None,  # as the edge: it declines permessage-deflate
         ):
             await asyncio.wait([stop, probe], return_when=asyncio.FIRST_COMPLETED)
             if probe.done():
