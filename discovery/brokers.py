@@ -12,6 +12,13 @@ most that long before it is accepted (it keeps retrying meanwhile).
 
 ``shard_map()`` is what edges route by: the count and the live active broker of
 each shard that has one.
+
+The brokers of a pair (heartbeats with a ``repl`` endpoint) are kept by id, not
+by role: their roles change at a failover, and which of them may be active is
+decided by the shard's lease (``discovery.leases``), not here.  Their ids name
+their journals, so a restarted one replaces its own entry at once.  When two
+brokers of a shard both say they are active (a dead one not yet evicted), the
+map lists the one in the highest term.
 """
 
 from __future__ import annotations
@@ -105,11 +112,11 @@ class BrokerRegistry:
                 f"this cluster has {self.shards} shards (fixed by {self.fixed_by}); "
                 f"a broker started with --shard {hb.shard}/{hb.shards} cannot join it",
             )
-        key = (hb.shard, hb.role)
+        key = (hb.shard, hb.role if hb.repl is None else f"pair:{hb.id}")
         previous = self._entries.get(key)
         if previous is not None and not self._alive(previous, now):
             previous = None
-        if previous is not None and previous.heartbeat.epoch != hb.epoch:
+        if previous is not None and previous.heartbeat.epoch != hb.epoch and hb.repl is None:
             other = previous.heartbeat
             return BrokerBeatResult(
                 False,
@@ -146,10 +153,14 @@ class BrokerRegistry:
         """The count and each shard's live active broker; None until the count is known."""
         if self.shards is None:
             return None
+        best: dict[int, BrokerHeartbeat] = {}
+        for entry in self.alive(now):
+            hb = entry.heartbeat
+            if hb.role == "active" and (hb.shard not in best or hb.term > best[hb.shard].term):
+                best[hb.shard] = hb
         brokers = tuple(
             ShardAddress(hb.shard, hb.epoch, hb.xsub, hb.xpub, hb.catchup)
-            for hb in (entry.heartbeat for entry in self.alive(now))
-            if hb.role == "active"
+            for _, hb in sorted(best.items())
         )
         return ShardMap(self.shards, brokers)
 

@@ -41,6 +41,7 @@ from xlmate import curve, gcfreeze, logs, looplag, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
 from xlmate.discovery.brokers import BrokerRegistry
+from xlmate.discovery.leases import Leases
 from xlmate.discovery.placement import place
 from xlmate.discovery.regions import RegionTable, default_table, load_table
 from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
@@ -52,6 +53,7 @@ from xlmate.heartbeat import (
     BrokerHeartbeat,
     Goodbye,
     Heartbeat,
+    Lease,
     Reply,
     decode_request,
     encode_reply,
@@ -120,6 +122,8 @@ class DiscoveryServer:
         self.regions = regions
         self.registry = Registry(max_nodes=max_nodes)
         self.brokers = BrokerRegistry(config.shards)
+        self.leases = Leases(clock())  # each paired shard's lease (the third vote)
+        self._claim_refused: dict[str, str] = {}  # broker id -> the refusal last logged
         self.http_port = config.port
         self.rep_port = config.rep_port
         self._max_fallbacks = max_fallbacks
@@ -177,6 +181,14 @@ class DiscoveryServer:
             "Broker heartbeats by result (ok, shard_count, shard_taken)",
             ("result",),
         )
+        self._m_leases = metrics.counter(
+            self.metrics,
+            "discovery_lease_claims",
+            "Paired brokers' lease claims by result (granted, refused; renewals not counted)",
+            ("result",),
+        )
+        for result in ("granted", "refused"):
+            self._m_leases.labels(result)
         brokers = metrics.gauge(self.metrics, "discovery_brokers", "Live brokers")
         brokers.set_function(lambda: len(self.brokers.alive(self._clock())))
         for result in ("ok", "shard_count", "shard_taken"):
@@ -390,6 +402,7 @@ class DiscoveryServer:
             )
             return encode_reply(Reply(False, result.error, result.message))
         self._m_broker_beats.labels("ok").inc()
+        lease = self._lease(hb) if hb.repl is not None else None
         if result.previous is None:
             logs.event(
                 log,
@@ -401,7 +414,35 @@ class DiscoveryServer:
                 epoch=hb.epoch,
                 xsub=hb.xsub,
             )
-        return OK_REPLY
+        return OK_REPLY if lease is None else encode_reply(Reply(True, lease=lease))
+
+    def _lease(self, hb: BrokerHeartbeat) -> Lease:
+        """A paired broker's heartbeat: apply the lease rules (``discovery.leases``)."""
+        decision = self.leases.beat(hb, self._clock())
+        lease = decision.lease
+        if decision.granted:
+            self._m_leases.labels("granted").inc()
+            logs.event(
+                log,
+                "lease_granted",
+                f"shard {hb.shard}/{hb.shards}: lease granted to {hb.id} in term {lease.term}",
+                logging.WARNING,
+                broker=hb.id,
+                shard=f"{hb.shard}/{hb.shards}",
+                term=lease.term,
+            )
+        elif decision.why:
+            self._m_leases.labels("refused").inc()
+            # A standby cut off from its active broker claims on every heartbeat: log a
+            # refusal when its reason changes, not four times a second.
+            if self._claim_refused.get(hb.id) != decision.why:
+                if len(self._claim_refused) >= 1024:
+                    self._claim_refused.clear()
+                self._claim_refused[hb.id] = decision.why
+                log.info("shard %s: claim of %s refused: %s", hb.shard, hb.id, decision.why)
+        if decision.granted or decision.renewed:
+            self._claim_refused.pop(hb.id, None)
+        return lease
 
     @staticmethod
     def _log_change(hb: Heartbeat, result: BeatResult) -> None:

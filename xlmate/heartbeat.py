@@ -10,8 +10,10 @@ Requests (edge or broker -> discovery), one frame each:
 * ``{"k": "heartbeat", "id", "region", "url", "load", "connections",
   "capacity", "draining", "interval_ms"}``: the edge is alive; see ``Heartbeat``.
 * ``{"k": "broker_heartbeat", "id", "shard", "shards", "role", "epoch", "xsub",
-  "xpub", "catchup", "http", "interval_ms"}``: a broker shard is alive and
-  where edges reach it; see ``BrokerHeartbeat``.
+  "xpub", "catchup", "http", "interval_ms", "term", "claim", "in_sync", "peer",
+  "repl", "lag", "ready"}``: a broker shard is alive and where edges reach it;
+  a broker of a pair also reports its term and asks for (or renews) the
+  shard's lease; see ``BrokerHeartbeat``.
 * ``{"k": "goodbye", "id"}``: the edge (or broker) is leaving; forget it now.
 
 Reply (discovery -> edge or broker), exactly one per request:
@@ -19,7 +21,8 @@ Reply (discovery -> edge or broker), exactly one per request:
 "error": "<code>", "message": "<why>"}`` (``bad_frame``, ``registry_full``,
 ``internal``; to brokers also ``shard_count`` and ``shard_taken``).  A reply to
 an edge's heartbeat also carries the cluster's shard map (``shards``, a
-``ShardMap``) once discovery knows the shard count.
+``ShardMap``) once discovery knows the shard count; a reply to a paired
+broker's heartbeat carries the shard's lease (``lease``, a ``Lease``).
 
 Compatibility with edges and discovery from before this format had ``k``:
 requests that name their kind under ``type`` and replies without a kind are
@@ -143,7 +146,16 @@ class BrokerHeartbeat(Message):
     ``ctl`` beat), so discovery tells a restart from a second broker.  ``xsub``,
     ``xpub`` and ``catchup`` are the ZeroMQ endpoints edges connect to,
     ``http`` its ``/healthz`` and ``/metrics`` base (for operators).  ``role``
-    is ``active`` (the only one that exists until broker pairs land).
+    is ``active`` or ``standby``.
+
+    The fields after ``interval_ms`` exist for broker pairs (docs/architecture.md,
+    "Broker pairs"); their defaults describe a lone broker, so heartbeats from
+    brokers older than pairs still parse.  ``term`` is the highest term the
+    broker holds; ``claim`` asks discovery for the shard's lease (or renews
+    it); ``in_sync`` means, from an active broker, that its standby is in sync
+    (it is protected), and from a standby, that it is in sync with the active
+    one named by ``peer``; ``repl`` is its replication endpoint; ``lag`` is how
+    many batches a standby is behind; ``ready`` is false while it recovers.
     """
 
     KIND: ClassVar[str] = BROKER_HEARTBEAT
@@ -157,10 +169,28 @@ class BrokerHeartbeat(Message):
     http: str | None = None
     role: str = "active"
     interval_ms: int = 500
+    term: int = 0
+    claim: bool = False
+    in_sync: bool = False
+    peer: str | None = None
+    repl: str | None = None
+    lag: int = 0
+    ready: bool = True
 
     def __post_init__(self) -> None:
         _check_id(self.id)
         _check_id(self.epoch)
+        if not _is_int(self.term) or not 0 <= self.term < 2**63:
+            raise WireError("term must be an integer >= 0")
+        if not _is_int(self.lag) or not 0 <= self.lag < 2**63:
+            raise WireError("lag must be an integer >= 0")
+        for name in ("claim", "in_sync", "ready"):
+            if not isinstance(getattr(self, name), bool):
+                raise WireError(f"{name} must be a boolean")
+        if self.peer is not None:
+            _check_id(self.peer)
+        if self.repl is not None:
+            _check_endpoint(self.repl, "repl", ENDPOINT_RE)
         _check_shard(self.shard, self.shards)
         for name in ("xsub", "xpub", "catchup"):
             _check_endpoint(getattr(self, name), name, ENDPOINT_RE)
@@ -241,6 +271,42 @@ class ShardMap:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A shard's lease as discovery sees it (in its reply to a paired broker).
+
+    On the wire ``{"holder": id | None, "term": int, "ms": int}``: the broker
+    holding the lease (None: nobody), the shard's current term, and how long
+    the lease has left in milliseconds (0 once it has expired).
+    """
+
+    holder: str | None
+    term: int
+    ms: int
+
+    def __post_init__(self) -> None:
+        if self.holder is not None:
+            _check_id(self.holder)
+        if not _is_int(self.term) or not 0 <= self.term < 2**63:
+            raise WireError("lease term must be an integer >= 0")
+        if not _is_int(self.ms) or not 0 <= self.ms < 2**31:
+            raise WireError("lease ms must be an integer >= 0")
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"holder", "term", "ms"}``."""
+        return {"holder": self.holder, "term": self.term, "ms": self.ms}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Lease:
+        """Rebuild one from its map; ``WireError`` for anything else."""
+        if not isinstance(raw, dict):
+            raise WireError("bad lease")
+        try:
+            return cls(raw.get("holder"), raw["term"], raw["ms"])
+        except KeyError as exc:
+            raise WireError(f"lease without {exc.args[0]}") from exc
+
+
+@dataclass(frozen=True, slots=True)
 class Goodbye(Message):
     """An edge (or a broker) leaving on purpose: discovery forgets it at once."""
 
@@ -256,11 +322,12 @@ class Reply(Message):
     """Discovery's answer to one request."""
 
     KIND: ClassVar[str] = REPLY
-    NESTED: ClassVar = {"shards": ShardMap}
+    NESTED: ClassVar = {"shards": ShardMap, "lease": Lease}
     ok: bool
     error: str | None = None
     message: str | None = None  # a sentence for the log, with a refusal
     shards: ShardMap | None = None  # to edges: the shard map, once the count is known
+    lease: Lease | None = None  # to a paired broker: its shard's lease
 
     def __post_init__(self) -> None:
         if not isinstance(self.ok, bool):
@@ -273,6 +340,8 @@ class Reply(Message):
             raise WireError("message must be a string of at most 512 characters")
         if self.shards is not None and not isinstance(self.shards, ShardMap):
             raise WireError("shards must be a shard map")
+        if self.lease is not None and not isinstance(self.lease, Lease):
+            raise WireError("lease must be a lease")
 
 
 Request = Heartbeat | BrokerHeartbeat | Goodbye

@@ -508,7 +508,15 @@ def test_bus_maps_keep_the_documented_one_letter_keys() -> None:
         "evs": [b"x"],
     }
     beat = BrokerBeat(epoch="abc", time_ms=5)
-    assert msgpack.unpackb(encode(beat)) == {"k": "hb", "ep": "abc", "t": 5}
+    assert msgpack.unpackb(encode(beat)) == {
+        "k": "hb",
+        "ep": "abc",
+        "t": 5,
+        "ro": "active",
+        "tm": 0,
+    }
+    # A beat without role and term (an older broker's) is an active broker in term 0.
+    assert decode(msgpack.packb({"k": "hb", "ep": "abc", "t": 5})) == beat
 
 
 def check_decode(data: bytes) -> None:
