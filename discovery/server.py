@@ -75,6 +75,7 @@ MAX_MSG_SIZE: Final = 64 * 1024  # libzmq drops peers sending bigger frames
 MAX_FALLBACKS: Final = 20  # fallbacks listed in "nodes" after "node"
 SWEEP_INTERVAL_S: Final = 0.1
 BAD_GAME_ID: Final = "gameId must be 1-64 characters of [A-Za-z0-9_-]"
+RETRY_AFTER_S: Final = 1  # a 503's Retry-After: about one failover, or one edge heartbeat
 _BAD_REPLY: Final = encode_reply(Reply(False, BAD_FRAME))
 _FULL_REPLY: Final = encode_reply(Reply(False, REGISTRY_FULL))
 _INTERNAL_REPLY: Final = encode_reply(Reply(False, "internal"))
@@ -197,7 +198,7 @@ class DiscoveryServer:
             self._m_bad.labels(reason)
         for result in ("ok", "refused"):
             self._m_heartbeats.labels(result)
-        for outcome in ("region", "fallback", "anywhere", "no_nodes", "bad_request"):
+        for outcome in ("region", "fallback", "anywhere", "no_nodes", "not_ready", "bad_request"):
             self._m_placements.labels(outcome)
 
         self.router = Router(OriginPolicy(config.allow_origins))
@@ -525,16 +526,29 @@ class DiscoveryServer:
                 {"error": "bad_request", "message": BAD_GAME_ID},
             )
         region = (request.query.get("region") or "").strip().lower() or None
+        healthy = self.registry.healthy(self._clock())
         nodes = place(
-            self.registry.healthy(self._clock()),
+            healthy,
             region,
             game_id,
             self.regions,
             limit=1 + self._max_fallbacks,
+            shards=self.brokers.shards,
         )
         if not nodes:
-            self._m_placements.labels("no_nodes").inc()
-            return json_response(503, {"error": "no_nodes"})
+            # Edges with room but none ready for the game's shard: a broker is recovering
+            # or failing over, or the edges are still connecting.  Worth a retry soon.
+            no_room = not any(n.available for n in healthy)
+            self._m_placements.labels("no_nodes" if no_room else "not_ready").inc()
+            return json_response(
+                503,
+                {"error": "no_nodes"} if no_room else {"error": "no_nodes", "reason": "not_ready"},
+                # (exposed to pages of other origins too, so a browser client can honour it)
+                [
+                    ("Retry-After", str(RETRY_AFTER_S)),
+                    ("Access-Control-Expose-Headers", "Retry-After"),
+                ],
+            )
         if region is None:
             outcome = "anywhere"
         else:
