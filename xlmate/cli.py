@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 import click
 
-from xlmate import eventloop, logs, secret_policy
+from xlmate import eventloop, lifecycle, logs, secret_policy
 from xlmate.config import BrokerConfig, DiscoveryConfig, EdgeConfig, cluster_secret
 from xlmate.errors import XLMateError
 from xlmate.shards import ShardSpec
@@ -205,6 +205,7 @@ def _can_bind(host: str, port: int) -> bool:
 
 def _stop_cleanly(signum: int, _frame: Any) -> NoReturn:
     """SIGTERM before the event loop takes over (or after it let go) is a clean stop."""
+    lifecycle.note_stop_signal()
     raise SystemExit(0)
 
 

@@ -17,6 +17,20 @@ from typing import Protocol
 
 from xlmate.errors import XLMateError
 
+_stop_signalled = False  # a SIGTERM arrived before the event loop's handler was installed
+
+
+def note_stop_signal() -> None:
+    """Remember that SIGTERM arrived before ``run_server`` took the signals over.
+
+    The CLI's early handler raises ``SystemExit`` from wherever the process is;
+    if that lands in code that swallows it (a callback of the event loop during
+    start-up), the request would be lost and the process would run on until
+    SIGKILL.  ``run_server`` reads this flag once its own handlers are in place.
+    """
+    global _stop_signalled
+    _stop_signalled = True
+
 
 class ComponentFailed(XLMateError):
     """A server closed because one of its loops crashed (the log has the traceback)."""
@@ -45,6 +59,8 @@ async def run_server(server: Server) -> None:
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     for signum in previous:
         loop.add_signal_handler(signum, stop.set)
+    if _stop_signalled:  # (see note_stop_signal)
+        stop.set()
     try:
         await server.start()
         closed = asyncio.ensure_future(server.wait_closed())
