@@ -83,8 +83,10 @@ def wait_pair(
 
 
 def health(c: NetCluster, proc: Proc) -> dict[str, Any]:
-    """A broker's own ``/healthz`` ({} when it does not answer)."""
-    return c.health(proc)
+    """The pair fields of a broker's own ``/healthz`` (role, term, in_sync, accepting, ...;
+    {} when it does not answer)."""
+    pair = c.health(proc).get("pair")
+    return pair if isinstance(pair, dict) else {}
 
 
 def start_pair(c: NetCluster, *broker_extra: str) -> int:
