@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from tests.integration.cluster import Proc, http_json, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.cluster import Proc, http_get, http_json, wait_until
 from tests.netns.harness import NetCluster
 
 PAIR_TIMEOUT_S: Final = 20.0  # a pair forms, a standby catches up, a failover completes
@@ -80,6 +82,23 @@ def wait_pair(
         what or f"{active} active (term >= {min_term}) with {standby} standby in sync",
     )
     return term
+
+
+def metric(base: str, name: str, **labels: str) -> float:
+    """One sample of a process's ``/metrics`` (0 when absent or unreachable)."""
+    status, body = http_get(f"{base}/metrics", timeout=1)
+    if status != 200:
+        return 0.0
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def refused_claims(c: NetCluster) -> float:
+    """Lease claims discovery has refused so far (a standby that claimed too early)."""
+    return metric(c.discovery_url, "xlmate_discovery_lease_claims_total", result="refused")
 
 
 def health(c: NetCluster, proc: Proc) -> dict[str, Any]:

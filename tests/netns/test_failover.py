@@ -25,7 +25,15 @@ import chess
 from tests.integration.cluster import eventually, wait_until
 from tests.netns.harness import NetCluster
 from tests.netns.load import Load, playing, summary
-from tests.netns.pair import PAIR_TIMEOUT_S, health, pair_is, pair_view, start_pair, wait_pair
+from tests.netns.pair import (
+    PAIR_TIMEOUT_S,
+    health,
+    pair_is,
+    pair_view,
+    refused_claims,
+    start_pair,
+    wait_pair,
+)
 from xlmate.broker.journal import pack_record, read_records
 from xlmate.broker.records import CommandApplied
 
@@ -91,18 +99,24 @@ async def test_cutting_only_the_link_between_the_brokers_does_not_fail_over(
     netcluster: NetCluster,
 ) -> None:
     """nftables drops broker1<->broker2 only: discovery still hears the active, so the
-    standby is never granted the lease; the active goes on unprotected in the same term,
-    and after healing the standby catches up, still in that term."""
+    standby's claims are refused; the active goes on unprotected in the same term, and
+    after healing the standby catches up, still in that term."""
     c, net = netcluster, netcluster.network
     term = start_pair(c)
     async with playing(c, GAMES, pace_s=PACE_S, seed=3) as load:
         await moving(load)
+        refused = refused_claims(c)
         net.cut("broker1", "broker2")
         cut = time.monotonic()
         wait_until(
             lambda: not pair_view(c)["broker1"].in_sync,
             PAIR_TIMEOUT_S,
             "the active broker to go on alone (unprotected)",
+        )
+        wait_until(
+            lambda: refused_claims(c) > refused,
+            PAIR_TIMEOUT_S,
+            "the standby, cut from the active, to claim the lease and be refused",
         )
         await moving(load, 5, "every game to move with the active unprotected")
         report("brokers' link cut", load, cut)
