@@ -136,11 +136,15 @@ class Journal:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self.bytes_written = self.bytes_synced = 0
 
-    def append(self, records: Iterable[Record]) -> None:
-        """Write a batch of records with one system call."""
+    def append(self, records: Iterable[Record]) -> bytes:
+        """Write a batch of records with one system call; the bytes written."""
         data = b"".join(pack_record(r) for r in records)
-        if not data:
-            return
+        if data:
+            self.append_data(data)
+        return data
+
+    def append_data(self, data: bytes) -> None:
+        """Write already framed records (a paired standby's copy of a batch) as they are."""
         assert self._fd is not None, "journal not open"
         view = memoryview(data)
         while view:
@@ -167,6 +171,13 @@ class Journal:
             data = f.read()
         return [record for _, record in scan_records(data)]
 
+    def replace_with(self, source: Path) -> None:
+        """Atomically make the (fsynced) file ``source`` the journal: a standby's snapshot."""
+        self.close()
+        os.replace(source, self.path)
+        _sync_directory(self.directory)
+        self.open()
+
     def rewrite(self, records: Iterable[Record]) -> None:
         """Atomically replace the journal with ``records`` (compaction)."""
         self.close()
@@ -177,11 +188,7 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _sync_directory(self.directory)
         self.open()
 
     def close(self) -> None:
@@ -190,3 +197,44 @@ class Journal:
             self.sync()
             os.close(self._fd)
             self._fd = None
+
+
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory, so a rename in it is durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def split_batch(data: bytes, limit: int) -> list[bytes]:
+    """Framed records cut into pieces of at most ``limit`` bytes, at record boundaries.
+
+    A single record larger than ``limit`` makes a piece of its own.
+    """
+    if len(data) <= limit:
+        return [data]
+    pieces: list[bytes] = []
+    start = offset = 0
+    while offset < len(data):
+        length, _ = HEADER.unpack_from(data, offset)
+        end = offset + HEADER.size + length
+        if end - start > limit and offset > start:
+            pieces.append(data[start:offset])
+            start = offset
+        offset = end
+    pieces.append(data[start:])
+    return pieces
+
+
+def check_batch(data: bytes) -> list[Record]:
+    """The records of framed ``data``; ``WireError`` unless every byte is an intact record."""
+    records: list[Record] = []
+    end = 0
+    for offset, record in scan_records(data):
+        records.append(record)
+        end = offset
+    if end != len(data):
+        raise WireError(f"a torn or corrupt record at byte {end} of {len(data)}")
+    return records

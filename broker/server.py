@@ -25,6 +25,15 @@ heartbeats its shard, epoch and addresses to discovery (``--discovery``), which
 is how edges find it; a refusal from discovery (another shard count, or a live
 broker already on this shard) stops it with a non-zero exit.  Its ``/metrics``
 carry ``shard`` and ``shards`` labels on every sample.
+
+Pairs (``--peer``, docs/architecture.md "Broker pairs"): ``broker.pairing``
+owns the replication sockets and the lease; this module asks it three things.
+Whether to apply edges' messages at all (``accepting``: a standby or a fenced
+active broker drops them, counted), which journal batches the standby has
+acked (``released``: the outbox below holds every message queued after a batch
+until then, like it holds them for the fsync), and what to beat.  A standby
+applies the active broker's batches through ``apply_replicated`` and
+publishes nothing but its ``ctl`` beats.
 """
 
 from __future__ import annotations
@@ -46,7 +55,8 @@ from xlmate import curve, gcfreeze, logs, looplag, metrics
 from xlmate.broker.archive import Archive
 from xlmate.broker.authority import Authority, Batch
 from xlmate.broker.journal import Journal, read_records, scan_records
-from xlmate.broker.records import Record
+from xlmate.broker.pairing import Pairing, journal_is_empty
+from xlmate.broker.records import GameEnded, Record
 from xlmate.config import BrokerConfig, tcp
 from xlmate.constants import UNAVAILABLE
 from xlmate.edge.discovery_client import DiscoveryClient
@@ -81,6 +91,7 @@ QUEUE_LIMIT: Final = 100_000  # messages queued per peer (XSUB in, XPUB out) bef
 
 
 Outgoing = list[tuple[zmq.asyncio.Socket, list[bytes]]]
+Held = list[tuple[int, Outgoing]]  # (the last batch seq journaled before them, messages)
 
 
 def wall_ms() -> int:
@@ -96,12 +107,7 @@ class BrokerServer:
         self.epoch = secrets.token_hex(6)
         self.journal = Journal(config.journal_dir)
         self.archive = Archive(config.journal_dir / "archive", durable=config.fsync != "never")
-        self.authority = Authority(
-            self.archive,
-            history=config.history,
-            abort_after_ms=config.abort_after_ms,
-            max_games=config.max_games,
-        )
+        self.authority = self._new_authority()
         self.registry = metrics.new_registry()
         self._m_bad = metrics.counter(
             self.registry, "broker_bad_frames_total", "bus frames dropped as garbage", ("socket",)
@@ -134,16 +140,18 @@ class BrokerServer:
         self.refusal: str | None = None  # discovery refused our shard: stop, exit non-zero
         self._m_games = metrics.gauge(self.registry, "broker_live_games", "games in play")
         self._m_games.set_function(lambda: len(self.authority.games))
-        authority = self.authority
-        metrics.fast_counters(
+        metrics.fast_counters(  # (self.authority: a standby's is replaced by a snapshot)
             self.registry,
             {
-                "broker_commands": ("player commands received", lambda: authority.commands_total),
-                "broker_events": ("game events published", lambda: authority.events_total),
-                "broker_rejected": ("commands refused", lambda: authority.rejected_total),
+                "broker_commands": (
+                    "player commands received",
+                    lambda: self.authority.commands_total,
+                ),
+                "broker_events": ("game events published", lambda: self.authority.events_total),
+                "broker_rejected": ("commands refused", lambda: self.authority.rejected_total),
                 "broker_duplicates": (
                     "commands seen before (acked again, not applied)",
-                    lambda: authority.duplicates_total,
+                    lambda: self.authority.duplicates_total,
                 ),
             },
         )
@@ -160,17 +168,38 @@ class BrokerServer:
         self._last_now = 0
         self._timer_wake = asyncio.Event()
         self._timer_target = 0  # when the timer loop wakes next (ms): earlier deadlines wake it
-        self._outbox: Outgoing = []  # waiting for fsync
+        self._outbox: Held = []  # waiting for the fsync, or for the standby's ack
         self._durable = asyncio.Event()  # the outbox has something
         self._journal_lock = asyncio.Lock()  # held by an fsync in a worker thread, or compaction
         self._compaction_wanted = asyncio.Event()
         self._finished_since_compaction = 0
+        self.pairing: Pairing | None = None  # with --peer (created in start, after recovery)
+
+    def _new_authority(self) -> Authority:
+        cfg = self.config
+        return Authority(
+            self.archive,
+            history=cfg.history,
+            abort_after_ms=cfg.abort_after_ms,
+            max_games=cfg.max_games,
+        )
+
+    @property
+    def broker_name(self) -> str:
+        """This broker's id at discovery and to its peer: per start for a lone broker, per
+        journal for a paired one (``broker.termfile``)."""
+        if self.pairing is not None:
+            return f"{self.config.broker_id}.{self.pairing.member}"
+        return f"{self.config.broker_id}.{self.epoch}"
 
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Recover from the journal, bind the sockets, start the loops."""
+        empty = journal_is_empty(self.config.journal_dir)
         self._recover()
+        if self.config.paired:
+            self.pairing = Pairing(self, empty=empty)
         ctx = self._ctx = zmq.asyncio.Context()
         cfg = self.config
         if cfg.curve_dir is not None:
@@ -204,6 +233,8 @@ class BrokerServer:
             loops["broker.fsync_loop"] = self._fsync_loop()
         for name, loop in loops.items():
             self.tasks.loop(loop, name)
+        if self.pairing is not None:
+            self.pairing.start(ctx, self._curve_pair)
         if cfg.discovery:
             self._start_discovery(ctx, cfg.discovery)
         log.info(
@@ -234,15 +265,41 @@ class BrokerServer:
             self._discovery_status,
             on_reply=self._on_discovery_reply,
             context=ctx,
-            interval_ms=cfg.discovery_heartbeat_ms,
+            interval_ms=self._discovery_interval_ms,
             curve_keys=keys,
+            timeout_ms=self._discovery_timeout_ms,
+            max_backoff_ms=self._discovery_timeout_ms if cfg.paired else 5000,
         )
         self.tasks.loop(self.discovery.run(), "broker.discovery_client")
 
+    @property
+    def _discovery_interval_ms(self) -> int:
+        """A paired broker heartbeats every lease/4 (discovery derives the lease from it)."""
+        cfg = self.config
+        return cfg.lease_ms // 4 if cfg.paired else cfg.discovery_heartbeat_ms
+
+    @property
+    def _discovery_timeout_ms(self) -> int:
+        """A paired broker must not wait or back off for seconds: its lease is at stake."""
+        return self.config.lease_ms // 4 if self.config.paired else 1000
+
     def _discovery_status(self) -> BrokerHeartbeat:
         cfg = self.config
+        pair: dict[str, Any] = {}
+        if self.pairing is not None:
+            report = self.pairing.report()
+            pair = {
+                "role": report.role,
+                "term": report.term,
+                "claim": report.claim,
+                "in_sync": report.in_sync,
+                "peer": report.peer,
+                "repl": cfg.endpoint(cfg.repl_port),
+                "lag": self.pairing.current_lag,
+                "ready": self.pairing.ready,
+            }
         return BrokerHeartbeat(
-            id=f"{cfg.broker_id}.{self.epoch}",
+            id=self.broker_name,
             shard=self.shard.index,
             shards=self.shard.count,
             epoch=self.epoch,
@@ -250,7 +307,8 @@ class BrokerServer:
             xpub=cfg.endpoint(cfg.xpub_port),
             catchup=cfg.endpoint(cfg.catchup_port),
             http=f"http://{cfg.public_host}:{cfg.http_port}",
-            interval_ms=cfg.discovery_heartbeat_ms,
+            interval_ms=self._discovery_interval_ms,
+            **pair,
         )
 
     def _on_discovery_reply(self, reply: Reply) -> None:
@@ -265,6 +323,8 @@ class BrokerServer:
             if not self.registered:
                 log.info("discovery accepted shard %s (epoch %s)", self.shard, self.epoch)
             self.registered, self._refused_since = True, None
+            if self.pairing is not None:
+                self.pairing.on_discovery_reply(reply)
             return
         self.registered = False
         why = f"discovery refused this broker (shard {self.shard}): {reply.message or reply.error}"
@@ -358,8 +418,13 @@ class BrokerServer:
                 await self._http.wait_closed()
             self.journal.close()  # syncs: what waited for an fsync can go out now
             self.archive.close()
-            self._send_all(self._outbox)
-            self._outbox.clear()
+            limit = self.pairing.released() if self.pairing is not None else None
+            self._send_all(
+                [m for seq, out in self._outbox if limit is None or seq <= limit for m in out]
+            )
+            self._outbox.clear()  # (a pair's unreplicated acks never go out)
+            if self.pairing is not None:
+                self.pairing.close()
             for sock in self._sockets:
                 sock.close(linger=200)
             if self._auth is not None:
@@ -437,6 +502,9 @@ class BrokerServer:
         xsub, xsub_now = self.xsub, self._now_socket(self.xsub)
         while True:
             frames = await xsub.recv_multipart()
+            if self.pairing is not None and not self.pairing.accepting():
+                self._drop_while_not_accepting(xsub_now)
+                continue
             batch = Batch()
             now = self._now()
             self._on_bus(frames, now, batch)
@@ -447,6 +515,18 @@ class BrokerServer:
                     break
                 self._on_bus(frames, now, batch)
             self._commit(batch, now)
+
+    def _drop_while_not_accepting(self, xsub_now: zmq.Socket[bytes]) -> None:
+        """A standby (or a fenced active broker) drops what edges publish: they re-send."""
+        assert self.pairing is not None
+        dropped = 1
+        for _ in range(MAX_BATCH - 1):
+            try:
+                xsub_now.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            dropped += 1
+        self.pairing.m_dropped.labels("bus").inc(dropped)
 
     def _on_bus(self, frames: list[bytes], now: int, batch: Batch) -> None:
         """One XSUB message: a topic frame, then one or more bus messages (edges batch)."""
@@ -512,7 +592,9 @@ class BrokerServer:
     def _commit(self, batch: Batch, now: int, replies: list[list[bytes]] | None = None) -> None:
         """Journal the batch, then publish its frames (and send ``replies``) once durable."""
         if batch.records:
-            self.journal.append(batch.records)
+            data = self.journal.append(batch.records)
+            if self.pairing is not None:
+                self.pairing.replicate(data)
             self._m_batches.inc()
         xpub, router = self.xpub, self.router
         outgoing: Outgoing = [(xpub, frames) for frames in batch.frames]
@@ -520,7 +602,9 @@ class BrokerServer:
         self._send(outgoing)
         if batch.finished:
             ends = [self.authority.finish(game_id, now) for game_id in batch.finished]
-            self.journal.append(r for r in ends if r is not None)
+            data = self.journal.append(r for r in ends if r is not None)
+            if self.pairing is not None and data:
+                self.pairing.replicate(data)
             self._finished_since_compaction += len(ends)
             if self._finished_since_compaction >= self.config.compact_after:
                 self._compaction_wanted.set()
@@ -537,8 +621,14 @@ class BrokerServer:
         """
         if not outgoing:
             return
-        if self.config.fsync == "always" and (self._outbox or self.journal.dirty):
-            self._outbox += outgoing
+        pairing = self.pairing
+        seq = 0 if pairing is None else pairing.seq
+        if (
+            self._outbox
+            or (self.config.fsync == "always" and self.journal.dirty)
+            or (pairing is not None and seq > pairing.released())
+        ):
+            self._outbox.append((seq, outgoing))
             self._durable.set()
             return
         self._send_all(outgoing)
@@ -548,18 +638,27 @@ class BrokerServer:
 
         While one fsync runs, the loop keeps applying commands; their records
         and messages wait for the next fsync, which covers them all at once.
+        In a pair, messages also wait until the standby has acked the batches
+        journaled before them (``Pairing.released``); an ack wakes this loop.
         """
         while True:
             await self._durable.wait()
             self._durable.clear()
-            waiting, self._outbox = self._outbox, []
-            if self.journal.dirty:
+            count = len(self._outbox)
+            if self.config.fsync == "always" and self.journal.dirty:
                 async with self._journal_lock:  # (compaction swaps the file)
                     started = time.perf_counter()
                     await asyncio.to_thread(self.journal.sync)
                     self._m_fsync.observe(time.perf_counter() - started)
-            self._send_all(waiting)
-            if self._outbox:
+            ready = count
+            if self.pairing is not None:
+                limit = self.pairing.released()
+                ready = 0
+                while ready < count and self._outbox[ready][0] <= limit:
+                    ready += 1
+            sent, self._outbox = self._outbox[:ready], self._outbox[ready:]
+            self._send_all([message for _, outgoing in sent for message in outgoing])
+            if len(self._outbox) > count - ready:  # more arrived during the fsync
                 self._durable.set()
 
     async def _compaction_loop(self) -> None:
@@ -613,7 +712,8 @@ class BrokerServer:
         while True:
             now = self._now()
             batch = Batch()
-            self.authority.due(now, batch)
+            if self.pairing is None or self.pairing.active:  # a standby runs no timers
+                self.authority.due(now, batch)
             if batch.records or batch.frames:
                 self._commit(batch, now)
             deadline = self.authority.next_deadline()
@@ -629,6 +729,8 @@ class BrokerServer:
             frame = await xpub.recv()
             if not frame.startswith(b"\x01game:"):
                 continue
+            if self.pairing is not None and not self.pairing.active:
+                continue  # a standby publishes nothing but its beats
             game_id = frame[6:].decode(errors="replace")
             head = self.authority.head(game_id)
             if head is not None:
@@ -642,6 +744,10 @@ class BrokerServer:
                 self._m_bad.labels("router").inc()
                 continue
             identity, body = frames
+            if self.pairing is not None and not self.pairing.accepting():
+                # As from a broker that is down: the edge's request times out (unavailable).
+                self.pairing.m_dropped.labels("catchup").inc()
+                continue
             try:
                 request = decode(body)
             except WireError:
@@ -670,18 +776,96 @@ class BrokerServer:
         while True:
             self._faults.check("broker.heartbeat_loop")
             now = self._now()
-            batch = Batch()
-            batch.publish(CTL_TOPIC, encode(BrokerBeat(epoch=self.epoch, time_ms=now)))
-            self.authority.expire_edges(now, batch)
-            self.authority.trailing_heads(batch)
-            self._commit(batch, now)
+            if self.pairing is not None and not self.pairing.active:
+                self._send_all([(self.xpub, self._ctl_beat(now))])  # a standby: beats only
+            else:
+                batch = Batch()
+                batch.frames.append(self._ctl_beat(now))
+                self.authority.expire_edges(now, batch)
+                self.authority.trailing_heads(batch)
+                self._commit(batch, now)
             await asyncio.sleep(interval)
+
+    def _ctl_beat(self, now: int) -> list[bytes]:
+        if self.pairing is None:
+            return [CTL_TOPIC, encode(BrokerBeat(epoch=self.epoch, time_ms=now))]
+        e = self.pairing.election
+        beat = BrokerBeat(epoch=self.epoch, time_ms=now, role=e.role, term=e.term)
+        return [CTL_TOPIC, encode(beat)]
 
     async def _fsync_loop(self) -> None:
         interval = self.config.fsync_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
             self.journal.sync()
+
+    # --- the pair's hooks (broker.pairing calls these) ---------------------------------
+
+    def own_socket(self, sock: zmq.asyncio.Socket) -> None:
+        """A socket ``close()`` must close."""
+        self._sockets.append(sock)
+
+    def beat_discovery_now(self) -> None:
+        """Heartbeat discovery at once (a lost standby: discovery must hear it first)."""
+        if self.discovery is not None and not self.tasks.closing:
+            self.tasks.spawn(self.discovery.beat_now(), "broker.beat_now")
+
+    def release(self) -> None:
+        """Something the outbox waits for happened (an ack, a lease): re-check it."""
+        if self._outbox:
+            self._durable.set()
+
+    def journal_bytes(self) -> bytes:
+        """The journal as it is now (every record appended so far): a standby's snapshot."""
+        return self.journal.path.read_bytes() if self.journal.path.exists() else b""
+
+    async def sync_journal(self) -> None:
+        """fsync the journal under ``--fsync always`` (a standby, before it acks)."""
+        if self.config.fsync == "always" and self.journal.dirty:
+            async with self._journal_lock:
+                started = time.perf_counter()
+                await asyncio.to_thread(self.journal.sync)
+                self._m_fsync.observe(time.perf_counter() - started)
+
+    async def install_snapshot(self, path: Path) -> None:
+        """Make the snapshot at ``path`` this (standby) broker's journal and rebuild its games."""
+        async with self._journal_lock:  # (not under a compaction or an fsync)
+            self.journal.replace_with(path)
+            records = self.journal.load()
+            self.authority = self._new_authority()
+            self.authority.replay(records)
+            self._advance_clock(records)
+            self._finished_since_compaction = 0
+
+    def apply_replicated(self, data: bytes, records: list[Record]) -> None:
+        """A standby applies one of the active broker's batches: journal it, feed its games."""
+        self.journal.append_data(data)
+        self._m_batches.inc()
+        authority = self.authority
+        for record in records:
+            if isinstance(record, GameEnded):
+                if authority.finish(record.game_id, self._last_now) is not None:
+                    self._finished_since_compaction += 1
+            else:
+                authority.replay([record])
+        self._advance_clock(records)
+        if self._finished_since_compaction >= self.config.compact_after:
+            self._compaction_wanted.set()
+
+    def _advance_clock(self, records: list[Record]) -> None:
+        """Never run the clock behind the active broker's (a promoted standby goes on from it)."""
+        stamps = [ms for r in records if (ms := getattr(r, "ms", None)) is not None]
+        if stamps:
+            self._last_now = max(self._last_now, max(stamps))
+
+    def promoted(self) -> None:
+        """This broker just became active: beat at once, arm the timers."""
+        self._send_all([(self.xpub, self._ctl_beat(self._now()))])
+        self._timer_wake.set()
+
+    def demoted(self) -> None:
+        """This broker is a standby now: what it had not replicated never goes out."""
+        self._outbox.clear()
 
     # --- http ---------------------------------------------------------------------------
 
@@ -697,6 +881,7 @@ class BrokerServer:
                 "epoch": self.epoch,
                 "games": len(self.authority.games),
                 "fsync": self.config.fsync,
+                "pair": self.pairing.status() if self.pairing is not None else None,
             },
         )
 

@@ -10,8 +10,19 @@ broker is live until it has been silent for ``MISSES`` of its own intervals,
 or until it says goodbye; a broker restarted after a crash therefore waits at
 most that long before it is accepted (it keeps retrying meanwhile).
 
-``shard_map()`` is what edges route by: the count and the live active broker of
-each shard that has one.
+``shard_map()`` is what edges route by: the count and, for each shard that
+has one, its live active broker and, for a pair, its live standby, each with
+the role and term its heartbeat declared (docs/architecture.md, "Broker
+pairs").  Entries of brokers outside a pair (active, term 0) keep the 5-item
+form edges older than pairs read.
+
+The brokers of a pair (heartbeats with a ``repl`` endpoint) are kept by id, not
+by role: their roles change at a failover, and which of them may be active is
+decided by the shard's lease (``discovery.leases``), not here.  Their ids name
+their journals, so a restarted one replaces its own entry at once.  When two
+brokers of a shard say they are in the same role (a dead active one not yet
+evicted, next to the one that took over), the map lists the one in the
+highest term.
 """
 
 from __future__ import annotations
@@ -50,9 +61,19 @@ class BrokerEntry:
             "shard": hb.shard,
             "role": hb.role,
             "epoch": hb.epoch,
+            "term": hb.term,
+            "lag": hb.lag,
+            "in_sync": hb.in_sync,
+            # an active broker of a pair (it replicates, or has had a term) without a standby
+            "unprotected": hb.role == "active"
+            and (hb.repl is not None or hb.term > 0)
+            and not hb.in_sync,
+            "peer": hb.peer,
+            "health": "ok" if hb.ready else "recovering",
             "xsub": hb.xsub,
             "xpub": hb.xpub,
             "catchup": hb.catchup,
+            "repl": hb.repl,
             "http": hb.http,
             "interval_ms": hb.interval_ms,
             "last_heartbeat_s": round(max(0.0, now - self.last_seen), 3),
@@ -105,11 +126,11 @@ class BrokerRegistry:
                 f"this cluster has {self.shards} shards (fixed by {self.fixed_by}); "
                 f"a broker started with --shard {hb.shard}/{hb.shards} cannot join it",
             )
-        key = (hb.shard, hb.role)
+        key = (hb.shard, hb.role if hb.repl is None else f"pair:{hb.id}")
         previous = self._entries.get(key)
         if previous is not None and not self._alive(previous, now):
             previous = None
-        if previous is not None and previous.heartbeat.epoch != hb.epoch:
+        if previous is not None and previous.heartbeat.epoch != hb.epoch and hb.repl is None:
             other = previous.heartbeat
             return BrokerBeatResult(
                 False,
@@ -143,13 +164,21 @@ class BrokerRegistry:
         ]
 
     def shard_map(self, now: float) -> ShardMap | None:
-        """The count and each shard's live active broker; None until the count is known."""
+        """The count and each shard's live brokers, active first, each with its role and
+        term; None until the count is known.  Two live brokers of a shard in one role (a
+        dead active one not yet evicted, next to the one that took over): the one in the
+        highest term."""
         if self.shards is None:
             return None
+        best: dict[tuple[int, str], BrokerHeartbeat] = {}
+        for entry in self.alive(now):
+            hb = entry.heartbeat
+            place = (hb.shard, hb.role)
+            if place not in best or hb.term > best[place].term:
+                best[place] = hb
         brokers = tuple(
-            ShardAddress(hb.shard, hb.epoch, hb.xsub, hb.xpub, hb.catchup)
-            for hb in (entry.heartbeat for entry in self.alive(now))
-            if hb.role == "active"
+            ShardAddress(hb.shard, hb.epoch, hb.xsub, hb.xpub, hb.catchup, hb.role, hb.term)
+            for _, hb in sorted(best.items())
         )
         return ShardMap(self.shards, brokers)
 

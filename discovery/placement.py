@@ -3,7 +3,12 @@
 ``place(nodes, region, game_id, distances)`` returns the edges to offer, best
 first (docs/protocol.md section 3):
 
-1. Only edges that are not draining and have room (``Node.available``).
+1. Only edges that are not draining and have room (``Node.available``), and
+   that are ready (``ready_for``): with a ``game_id``, the edge hears the
+   active broker of the game's shard; without one, it hears at least one
+   shard's.  An edge whose shard count is not the cluster's has not had
+   discovery's shard map yet and is ready for nothing.  Edges older than
+   readiness (``shards`` 0 in their heartbeat) are always ready.
 2. With a ``region``: the edges of that region first.  If it has none, the
    edges of the nearest region that has some (``RegionTable.by_distance``),
    then the next nearest, and so on; edges of regions the table does not
@@ -27,6 +32,23 @@ from collections.abc import Iterable
 
 from xlmate.discovery.regions import UNKNOWN, RegionTable
 from xlmate.discovery.registry import Node
+from xlmate.heartbeat import Heartbeat
+from xlmate.shards import shard_of
+
+
+def ready_for(hb: Heartbeat, cluster_shards: int | None, game_id: str | None) -> bool:
+    """Whether the edge of ``hb`` can serve ``game_id`` now (rule 1).
+
+    ``cluster_shards`` is the cluster's shard count, None while discovery does
+    not know it (then the edge's own count is trusted).
+    """
+    if hb.shards == 0:
+        return True  # an edge from before readiness: as before, always ready
+    if cluster_shards is not None and hb.shards != cluster_shards:
+        return False  # it routes by another map: it has not had discovery's yet
+    if game_id is None:
+        return len(hb.unready) < hb.shards
+    return shard_of(game_id, hb.shards) not in hb.unready
 
 
 def rendezvous_score(game_id: str, node_id: str) -> int:
@@ -55,14 +77,18 @@ def place(
     distances: RegionTable,
     *,
     limit: int | None = None,
+    shards: int | None = None,
 ) -> list[Node]:
     """The edges to offer for ``region`` and ``game_id``, best first (module docstring).
 
-    ``limit`` keeps only that many (the answer is then a prefix of the full one).
+    ``limit`` keeps only that many (the answer is then a prefix of the full one);
+    ``shards`` is the cluster's shard count, if known (readiness, rule 1).
     """
     if limit is not None and limit < 1:
         return []
-    candidates = [node for node in nodes if node.available]
+    candidates = [
+        node for node in nodes if node.available and ready_for(node.heartbeat, shards, game_id)
+    ]
     if not candidates:
         return []
     by_region: dict[str, list[Node]] = {}

@@ -78,6 +78,8 @@ class Node:
             "draining": hb.draining,
             "interval_ms": hb.interval_ms,
             "last_heartbeat_s": round(max(0.0, now - self.last_seen), 3),
+            "shards": hb.shards,
+            "unready": list(hb.unready),
         }
 
 

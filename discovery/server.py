@@ -41,6 +41,7 @@ from xlmate import curve, gcfreeze, logs, looplag, metrics
 from xlmate.config import DiscoveryConfig, tcp
 from xlmate.constants import GAME_ID_RE
 from xlmate.discovery.brokers import BrokerRegistry
+from xlmate.discovery.leases import Leases
 from xlmate.discovery.placement import place
 from xlmate.discovery.regions import RegionTable, default_table, load_table
 from xlmate.discovery.registry import DEFAULT_MAX_NODES, BeatResult, Registry
@@ -52,6 +53,7 @@ from xlmate.heartbeat import (
     BrokerHeartbeat,
     Goodbye,
     Heartbeat,
+    Lease,
     Reply,
     decode_request,
     encode_reply,
@@ -73,6 +75,7 @@ MAX_MSG_SIZE: Final = 64 * 1024  # libzmq drops peers sending bigger frames
 MAX_FALLBACKS: Final = 20  # fallbacks listed in "nodes" after "node"
 SWEEP_INTERVAL_S: Final = 0.1
 BAD_GAME_ID: Final = "gameId must be 1-64 characters of [A-Za-z0-9_-]"
+RETRY_AFTER_S: Final = 1  # a 503's Retry-After: about one failover, or one edge heartbeat
 _BAD_REPLY: Final = encode_reply(Reply(False, BAD_FRAME))
 _FULL_REPLY: Final = encode_reply(Reply(False, REGISTRY_FULL))
 _INTERNAL_REPLY: Final = encode_reply(Reply(False, "internal"))
@@ -120,6 +123,8 @@ class DiscoveryServer:
         self.regions = regions
         self.registry = Registry(max_nodes=max_nodes)
         self.brokers = BrokerRegistry(config.shards)
+        self.leases = Leases(clock())  # each paired shard's lease (the third vote)
+        self._claim_refused: dict[str, str] = {}  # broker id -> the refusal last logged
         self.http_port = config.port
         self.rep_port = config.rep_port
         self._max_fallbacks = max_fallbacks
@@ -177,6 +182,14 @@ class DiscoveryServer:
             "Broker heartbeats by result (ok, shard_count, shard_taken)",
             ("result",),
         )
+        self._m_leases = metrics.counter(
+            self.metrics,
+            "discovery_lease_claims",
+            "Paired brokers' lease claims by result (granted, refused; renewals not counted)",
+            ("result",),
+        )
+        for result in ("granted", "refused"):
+            self._m_leases.labels(result)
         brokers = metrics.gauge(self.metrics, "discovery_brokers", "Live brokers")
         brokers.set_function(lambda: len(self.brokers.alive(self._clock())))
         for result in ("ok", "shard_count", "shard_taken"):
@@ -185,7 +198,7 @@ class DiscoveryServer:
             self._m_bad.labels(reason)
         for result in ("ok", "refused"):
             self._m_heartbeats.labels(result)
-        for outcome in ("region", "fallback", "anywhere", "no_nodes", "bad_request"):
+        for outcome in ("region", "fallback", "anywhere", "no_nodes", "not_ready", "bad_request"):
             self._m_placements.labels(outcome)
 
         self.router = Router(OriginPolicy(config.allow_origins))
@@ -390,6 +403,7 @@ class DiscoveryServer:
             )
             return encode_reply(Reply(False, result.error, result.message))
         self._m_broker_beats.labels("ok").inc()
+        lease = self._lease(hb) if hb.repl is not None else None
         if result.previous is None:
             logs.event(
                 log,
@@ -401,7 +415,35 @@ class DiscoveryServer:
                 epoch=hb.epoch,
                 xsub=hb.xsub,
             )
-        return OK_REPLY
+        return OK_REPLY if lease is None else encode_reply(Reply(True, lease=lease))
+
+    def _lease(self, hb: BrokerHeartbeat) -> Lease:
+        """A paired broker's heartbeat: apply the lease rules (``discovery.leases``)."""
+        decision = self.leases.beat(hb, self._clock())
+        lease = decision.lease
+        if decision.granted:
+            self._m_leases.labels("granted").inc()
+            logs.event(
+                log,
+                "lease_granted",
+                f"shard {hb.shard}/{hb.shards}: lease granted to {hb.id} in term {lease.term}",
+                logging.WARNING,
+                broker=hb.id,
+                shard=f"{hb.shard}/{hb.shards}",
+                term=lease.term,
+            )
+        elif decision.why:
+            self._m_leases.labels("refused").inc()
+            # A standby cut off from its active broker claims on every heartbeat: log a
+            # refusal when its reason changes, not four times a second.
+            if self._claim_refused.get(hb.id) != decision.why:
+                if len(self._claim_refused) >= 1024:
+                    self._claim_refused.clear()
+                self._claim_refused[hb.id] = decision.why
+                log.info("shard %s: claim of %s refused: %s", hb.shard, hb.id, decision.why)
+        if decision.granted or decision.renewed:
+            self._claim_refused.pop(hb.id, None)
+        return lease
 
     @staticmethod
     def _log_change(hb: Heartbeat, result: BeatResult) -> None:
@@ -484,16 +526,29 @@ class DiscoveryServer:
                 {"error": "bad_request", "message": BAD_GAME_ID},
             )
         region = (request.query.get("region") or "").strip().lower() or None
+        healthy = self.registry.healthy(self._clock())
         nodes = place(
-            self.registry.healthy(self._clock()),
+            healthy,
             region,
             game_id,
             self.regions,
             limit=1 + self._max_fallbacks,
+            shards=self.brokers.shards,
         )
         if not nodes:
-            self._m_placements.labels("no_nodes").inc()
-            return json_response(503, {"error": "no_nodes"})
+            # Edges with room but none ready for the game's shard: a broker is recovering
+            # or failing over, or the edges are still connecting.  Worth a retry soon.
+            no_room = not any(n.available for n in healthy)
+            self._m_placements.labels("no_nodes" if no_room else "not_ready").inc()
+            return json_response(
+                503,
+                {"error": "no_nodes"} if no_room else {"error": "no_nodes", "reason": "not_ready"},
+                # (exposed to pages of other origins too, so a browser client can honour it)
+                [
+                    ("Retry-After", str(RETRY_AFTER_S)),
+                    ("Access-Control-Expose-Headers", "Retry-After"),
+                ],
+            )
         if region is None:
             outcome = "anywhere"
         else:

@@ -9,8 +9,11 @@
 
 Everything received is decoded at this boundary (``WireError`` frames are
 dropped and counted) and handed to ``on_message``, except the broker's beat,
-which goes to ``on_beat`` when one is given (with shards each broker's beat
-must be told apart: ``edge.shardbus`` runs one ``BusClient`` per shard).
+which goes to ``on_beat`` when one is given (with shards and pairs each
+broker's beat must be told apart: ``edge.shardbus`` runs one ``BusClient`` per
+broker).  A client whose broker is not its shard's active one is *fenced*
+(``accepting`` False): its beats still go to ``on_beat``, everything else it
+receives is dropped and counted (``on_fenced``).
 """
 
 from __future__ import annotations
@@ -73,12 +76,15 @@ class BusClient:
         on_bad_frame: Callable[[], None],
         *,
         address: tuple[str, str, str] | None = None,
-        on_beat: Callable[[str], None] | None = None,
+        on_beat: Callable[[BrokerBeat], None] | None = None,
+        on_fenced: Callable[[], None] | None = None,
     ) -> None:
         """``address`` is the broker's (XSUB, XPUB, catch-up) endpoints, by default
-        ``config``'s ``--broker-host`` and ports; ``on_beat(epoch)`` takes its beats."""
+        ``config``'s ``--broker-host`` and ports; ``on_beat`` takes its beats."""
         self.edge_id = config.id
         self._on_beat = on_beat
+        self._on_fenced = on_fenced
+        self.accepting = True  # False: a broker fenced off (not its shard's active one)
         if address is None:
             host = config.broker_host
             address = (
@@ -192,6 +198,11 @@ class BusClient:
 
     # --- subscriptions (reference-counted) -------------------------------------
 
+    def subscribe_once(self, game_id: str) -> None:
+        """Subscribe to a game unless already subscribed (``edge.shardbus`` counts itself)."""
+        if game_id not in self._subscriptions:
+            self.subscribe(game_id)
+
     def subscribe(self, game_id: str) -> None:
         """Count one more local interest in a game; subscribe on the first."""
         count = self._subscriptions.get(game_id, 0)
@@ -215,6 +226,12 @@ class BusClient:
         return len(self._subscriptions)
 
     # --- requests -----------------------------------------------------------------
+
+    def fail_requests(self, why: str) -> None:
+        """Fail every request in flight with ``BrokerUnavailable(why)`` (their owners retry)."""
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(BrokerUnavailable(why))
 
     async def _request(self, build: Callable[[int], Any]) -> Reply:
         if len(self._waiting) >= MAX_REQUESTS_IN_FLIGHT:
@@ -293,9 +310,11 @@ class BusClient:
                 return  # fault injection: PUB/SUB may drop any message
         try:
             if self._on_beat is not None and type(message) is BrokerBeat:
-                self._on_beat(message.epoch)
-            else:
+                self._on_beat(message)
+            elif self.accepting:
                 self._on_message(frames[0], message)
+            elif self._on_fenced is not None:
+                self._on_fenced()
         except Exception:
             log.exception("handling a bus message failed")
 

@@ -37,6 +37,7 @@ from xlmate.curve import KeyPair, make_client
 from xlmate.errors import ConfigError, WireError
 from xlmate.heartbeat import (
     MAX_INTERVAL_MS,
+    MAX_REPLY_FRAME,
     MIN_INTERVAL_MS,
     REQUESTS,
     BrokerHeartbeat,
@@ -49,7 +50,7 @@ from xlmate.heartbeat import (
 
 log = logging.getLogger("xlmate.edge.discovery")
 
-MAX_REPLY_SIZE: Final = 64 * 1024
+MAX_REPLY_SIZE: Final = MAX_REPLY_FRAME
 
 
 def backoff_ms(attempt: int, u: float, *, base_ms: int, max_ms: int) -> float:

@@ -15,9 +15,14 @@ Glue only, wiring the edge's parts together:
 - ``edge.shardbus`` is the bus: one ``BusClient`` per broker shard, each game's
   traffic going only to its shard's broker (``edge.shardmap``: from ``--broker``
   options, or discovery's shard map in the replies to our heartbeats).  Each
-  shard's broker is watched on its own beat: a restart or return of one shard
-  refreshes that shard's games and re-sends its commands only.  A socket for a
-  game whose shard has no known broker is closed 1011 naming the shard.
+  broker is watched on its own beat: a restart or return of a shard's active
+  broker, or a switch to the other broker of a pair (a beat of a higher term,
+  or discovery's map), refreshes that shard's games and re-sends its commands
+  only.  A socket for a game whose shard has no known broker is closed 1011
+  naming the shard.
+- readiness: the heartbeat to discovery lists the shards whose active broker
+  this edge does not hear now (``unready``), so discovery places no client of
+  those games here; a change is reported at once, not at the next interval.
 
 Every task is owned by one ``Supervisor`` (``xlmate.supervision``): a loop
 that crashes turns ``/healthz`` to 503 and ends the process non-zero.  The
@@ -67,7 +72,6 @@ from xlmate.messages import Command
 from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
     AckMsg,
-    BrokerBeat,
     BusMessage,
     EdgeBeat,
     EventMsg,
@@ -115,7 +119,9 @@ class EdgeServer:
             resend_ms=config.resend_ms, timeout_ms=config.command_timeout_ms
         )
         self.draining = False
-        self.brokers: dict[int, BrokerState] = {}  # each shard's broker, by its beat
+        # each broker of each shard, by its beat: (shard, its addresses) -> what we hear
+        self.brokers: dict[tuple[int, BrokerAddress], BrokerState] = {}
+        self._unready: tuple[int, ...] | None = None  # as last reported to discovery
         self._routing_settled = asyncio.Event()  # the shard map is known (or given up on)
         self.tasks = Supervisor("edge", self.close)
         self._faults = Faults()
@@ -162,6 +168,14 @@ class EdgeServer:
             },
         )
         self._m_bad = metrics.counter(reg, "edge_bad_bus_frames_total", "bus frames dropped")
+        self._m_fenced = metrics.counter(
+            reg,
+            "edge_fenced_bus_frames_total",
+            "bus frames dropped because their broker is not its shard's active one",
+        )
+        self._m_switches = metrics.counter(
+            reg, "edge_broker_switches_total", "times a shard's active broker changed"
+        )
         self._m_fetches = metrics.counter(reg, "edge_fetches_total", "catch-up fetches")
         self.lag = looplag.watch(reg)  # xlmate_loop_lag_* (xlmate/looplag.py)
         gcfreeze.watch(reg)  # xlmate_gc_* (xlmate/gcfreeze.py)
@@ -183,7 +197,13 @@ class EdgeServer:
         self._faults = Faults.from_env()
         self._ctx = zmq.asyncio.Context()
         self.bus = ShardedBus(
-            cfg, self._ctx, self._routing(), self._on_bus, self._m_bad.inc, self._on_broker_beat
+            cfg,
+            self._ctx,
+            self._routing(),
+            self._on_bus,
+            self._m_bad.inc,
+            self._on_broker_beat,
+            self._m_fenced.inc,
         )
         self.bus.start(self.tasks, self._faults)
         if cfg.brokers or not cfg.discovery:
@@ -244,7 +264,9 @@ class EdgeServer:
     def _on_discovery_reply(self, reply: Reply) -> None:
         """Discovery answered a heartbeat: take its shard map, if it has one."""
         if reply.shards is not None and self.bus is not None:
-            self.bus.update(reply.shards)
+            for shard in self.bus.update(reply.shards, self._hears):
+                self._switched(shard)
+            self._readiness_changed()
         if reply.ok:
             self._routing_settled.set()
 
@@ -274,6 +296,8 @@ class EdgeServer:
             capacity=cfg.capacity,
             draining=self.draining,
             interval_ms=cfg.heartbeat_ms,
+            shards=self.bus.count if self.bus is not None else 0,
+            unready=self._unready_now(),
         )
 
     def close(self) -> None:
@@ -356,40 +380,89 @@ class EdgeServer:
             games.on_head(message.game_id, message.v)
         elif isinstance(message, PresenceMsg):
             games.on_presence(message.game_id, message.json)
-        elif isinstance(message, BrokerBeat):  # (the shards' buses take beats apart)
-            self._on_broker_beat(1, message.epoch)
-        else:
+        else:  # (beats never get here: the buses take them apart, see edge.bus)
             self._m_bad.inc()
 
-    def _on_broker_beat(self, shard: int, epoch: str) -> None:
-        """A beat of ``shard``'s broker: a new epoch or a return resyncs that shard's games."""
-        state = self.brokers.get(shard)
+    def _on_broker_beat(
+        self, shard: int, address: BrokerAddress, epoch: str, switched: bool
+    ) -> None:
+        """A beat of one of ``shard``'s brokers (``edge.shardbus`` has already applied its
+        role and term).  Its shard's games are resynced when the beat switched the
+        shard to this broker, or when it is the active one and restarted or is back."""
+        assert self.bus is not None
+        state = self.brokers.get((shard, address))
         if state is None:
-            state = self.brokers[shard] = BrokerState()
+            state = self.brokers[(shard, address)] = BrokerState()
         restarted = state.epoch is not None and epoch != state.epoch
         returned = not state.up
         state.seen_ms = mono_ms()
         state.up = True
-        name = self._shard_name(shard)
-        if restarted:
+        active = self.bus.routing.address(shard) == address
+        name = self._shard_name(shard, address)
+        if switched:
+            self._switched(shard)
+        elif active and restarted:
             log.warning("%s restarted (epoch %s -> %s): resyncing", name, state.epoch, epoch)
-        elif returned and state.epoch is not None:
+        elif active and returned and state.epoch is not None:
             log.warning("%s is back (epoch %s): resyncing", name, epoch)
         state.epoch = epoch
-        if restarted or (returned and self.games):
-            # fetch the shard's games, re-send their presence and commands
-            assert self.games is not None and self.commands is not None
-            self.games.refresh(shard)
-            self.commands.resend_everything(shard)
+        if active and not switched and (restarted or (returned and self.games)):
+            self._resync(shard)
+        if switched or returned:
+            self._readiness_changed()
 
-    def _shard_name(self, shard: int) -> str:
+    def _switched(self, shard: int) -> None:
+        """``shard``'s active broker changed: resync its games on the new one (none yet:
+        wait for it, its commands stay pending and its fetches retry)."""
+        assert self.bus is not None
+        if self.bus.routing.address(shard) is not None:
+            self._m_switches.inc()
+            self._resync(shard)
+
+    def _resync(self, shard: int) -> None:
+        """Fetch the shard's games, re-send their presence and commands (to its active
+        broker: the broker applies a command it has seen before at most once)."""
+        assert self.games is not None and self.commands is not None
+        self.games.refresh(shard)
+        self.commands.resend_everything(shard)
+
+    def _shard_name(self, shard: int, address: BrokerAddress) -> str:
         count = self.bus.count if self.bus is not None else 1
-        return "broker" if count == 1 else f"broker of shard {shard}/{count}"
+        members = len(self.bus.routing.members(shard)) if self.bus is not None else 1
+        name = "broker" if count == 1 else f"broker of shard {shard}/{count}"
+        return name if members < 2 else f"{name} at {address.xsub}"
 
     @property
     def broker_up(self) -> bool:
-        """Whether any shard's broker beats (the edge can serve some games)."""
-        return any(state.up for state in self.brokers.values())
+        """Whether any shard's active broker beats (the edge can serve some games)."""
+        if self.bus is None:  # (not started: whatever has beaten)
+            return any(state.up for state in self.brokers.values())
+        return any(self._active_up(shard) for shard in range(1, self.bus.count + 1))
+
+    def _hears(self, shard: int, address: BrokerAddress) -> bool:
+        """Whether that broker of ``shard`` beats now."""
+        state = self.brokers.get((shard, address))
+        return state is not None and state.up
+
+    def _active_up(self, shard: int) -> bool:
+        """Whether ``shard`` has an active broker and this edge hears it."""
+        assert self.bus is not None
+        address = self.bus.routing.address(shard)
+        state = self.brokers.get((shard, address)) if address is not None else None
+        return state is not None and state.up
+
+    def _unready_now(self) -> tuple[int, ...]:
+        """The shards whose active broker this edge cannot reach now (heartbeat ``unready``)."""
+        if self.bus is None:
+            return ()
+        return tuple(s for s in range(1, self.bus.count + 1) if not self._active_up(s))
+
+    def _readiness_changed(self) -> None:
+        """Tell discovery at once when the set of unready shards changed."""
+        unready = self._unready_now()
+        if unready != self._unready:
+            self._unready = unready
+            self._beat_now()
 
     # --- presence ---------------------------------------------------------------
 
@@ -411,18 +484,23 @@ class EdgeServer:
             self._faults.check("edge.beat_loop")
             self.bus.publish_all(beat)
             now = mono_ms()
-            for shard, state in self.brokers.items():
+            silenced = False
+            for (shard, address), state in list(self.brokers.items()):
+                if address not in self.bus.routing.members(shard):
+                    del self.brokers[(shard, address)]  # it left the map
+                    continue
+                name = self._shard_name(shard, address)
                 if state.up and now - state.seen_ms > BROKER_SILENCE_MS:
-                    state.up = False
-                    log.warning("%s silent for %d ms", self._shard_name(shard), BROKER_SILENCE_MS)
+                    state.up, silenced = False, True
+                    log.warning("%s silent for %d ms", name, BROKER_SILENCE_MS)
                 silent = now - max(state.seen_ms, state.reopened_ms)
-                if not state.up and silent > BROKER_REOPEN_MS and self.bus.reopen(shard):
+                if not state.up and silent > BROKER_REOPEN_MS and self.bus.reopen(shard, address):
                     state.reopened_ms = now
                     log.warning(
-                        "%s silent for %d ms: new bus sockets to it",
-                        self._shard_name(shard),
-                        now - state.seen_ms,
+                        "%s silent for %d ms: new bus sockets to it", name, now - state.seen_ms
                     )
+            if silenced or self._unready is None:
+                self._readiness_changed()
             await asyncio.sleep(0.5)
 
     # --- commands -------------------------------------------------------------------
@@ -475,7 +553,7 @@ class EdgeServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._routing_settled.wait(), 2.0)
             self._routing_settled.set()  # (discovery silent: the configured broker it is)
-        if self.bus.link(verdict.game_id) is None:  # its shard has never had a broker
+        if not self.bus.known(verdict.game_id):  # its shard has never had a broker
             refusal = handshake.Refusal(CLOSE_INTERNAL, self.bus.unknown_reason(verdict.game_id))
             connlog.refused(ws, refusal, remote)
             self._count_close(refusal.code)
@@ -547,7 +625,7 @@ class EdgeServer:
                 "region": self.config.region,
                 "connections": len(self.sessions),
                 "games": len(self.games or ()),
-                "brokerEpoch": self.brokers[1].epoch if 1 in self.brokers else None,
+                "brokerEpoch": self._active_epoch(1),
                 "shards": self._shards_view(),
             },
         )
@@ -559,14 +637,43 @@ class EdgeServer:
         routing = self.bus.routing
         brokers: dict[str, Any] = {}
         for shard in range(1, routing.count + 1):
-            state = self.brokers.get(shard)
             address = routing.address(shard)
+            state = self.brokers.get((shard, address)) if address is not None else None
+            members = []
+            for member_address in routing.members(shard):
+                member = routing.member(shard, member_address)
+                heard = self.brokers.get((shard, member_address))
+                members.append(
+                    {
+                        "xsub": member_address.xsub,
+                        "role": member.role if member else None,
+                        "term": member.term if member else 0,
+                        "epoch": member.epoch if member else None,
+                        "up": bool(heard and heard.up),
+                        "active": member_address == address,
+                    }
+                )
             brokers[str(shard)] = {
                 "xsub": address.xsub if address else None,
                 "up": bool(state and state.up),
                 "epoch": state.epoch if state else None,
+                "term": routing.term(shard),
+                "members": members,
             }
-        return {"count": routing.count, "source": routing.source, "brokers": brokers}
+        return {
+            "count": routing.count,
+            "source": routing.source,
+            "brokers": brokers,
+            "unready": list(self._unready_now()),
+        }
+
+    def _active_epoch(self, shard: int) -> str | None:
+        """The epoch of ``shard``'s active broker, as its beats say (None: not heard)."""
+        if self.bus is None:
+            return None
+        address = self.bus.routing.address(shard)
+        state = self.brokers.get((shard, address)) if address is not None else None
+        return state.epoch if state else None
 
 
 def forget_handshake(ws: ServerConnection) -> None:

@@ -351,6 +351,18 @@ BROKER_OPTIONS = (
     ),
     Opt("discovery_heartbeat_ms", "heartbeat to discovery every this many ms"),
     Opt("advertise_host", "the host edges connect to, told to discovery (default: --host)"),
+    Opt(
+        "peer",
+        "the other broker of this shard's pair, tcp://HOST:PORT of its --repl-port "
+        "(needs --discovery; docs/architecture.md, Broker pairs)",
+    ),
+    Opt(
+        "repl_port",
+        "with --peer: where this broker binds its replication socket",
+        listens_on="host",
+    ),
+    Opt("lease_ms", "with --peer: the lease; heartbeats to discovery every lease/4"),
+    Opt("standby_wait_ms", "with --peer: how long to wait for a lost standby before going alone"),
 )
 
 
@@ -393,9 +405,9 @@ EDGE_OPTIONS = (
     Opt("broker_catchup_port", "the broker's catch-up port"),
     Opt(
         "brokers",
-        "a broker shard by hand, K/N=XSUB,XPUB,CATCHUP (repeat for each shard; discovery's "
-        "shard map is then not used); without it: --broker-host and its ports until "
-        "discovery's map",
+        "a broker shard by hand, K/N=XSUB,XPUB,CATCHUP (repeat for each shard, twice for a "
+        "shard served by a broker pair; discovery's shard map is then not used); without "
+        "it: --broker-host and its ports until discovery's map",
         flag="--broker",
     ),
     Opt("discovery", "discovery heartbeat endpoint ('' to not register)"),

@@ -77,6 +77,16 @@ class BrokerConfig:
     discovery: str | None = "tcp://127.0.0.1:5570"  # None: do not register
     discovery_heartbeat_ms: int = 1000
     advertise_host: str | None = None  # the host edges connect to (default: host)
+    # Broker pairs (docs/architecture.md "Broker pairs"): None means a lone broker, term 0.
+    peer: str | None = None  # the other broker's replication endpoint, tcp://HOST:PORT
+    repl_port: int = 5580  # where this broker binds its replication ROUTER (with --peer)
+    lease_ms: int = 1000  # the lease; a paired broker heartbeats discovery every lease_ms / 4
+    standby_wait_ms: int = 1000  # how long an active broker waits for a lost standby
+
+    @property
+    def paired(self) -> bool:
+        """Whether this broker is one of a pair (``--peer``)."""
+        return bool(self.peer)
 
     @property
     def broker_id(self) -> str:
@@ -106,6 +116,17 @@ class BrokerConfig:
             raise ConfigError("history must be at least 1")
         if self.compact_after < 1:
             raise ConfigError("compact-after must be at least 1")
+        if self.peer:
+            if not self.discovery:
+                raise ConfigError(
+                    "--peer needs --discovery: discovery is the third vote of a broker pair"
+                )
+            if not self.peer.startswith("tcp://"):
+                raise ConfigError(f"--peer must look like tcp://HOST:PORT, not {self.peer!r}")
+            if not 400 <= self.lease_ms <= 60_000:
+                raise ConfigError("lease-ms must be from 400 to 60000")
+            if self.standby_wait_ms < 1:
+                raise ConfigError("standby-wait-ms must be at least 1")
 
 
 def default_journal_dir(shard: ShardSpec) -> Path:

@@ -158,10 +158,13 @@ def make_response(status: int, body: bytes, content_type: str) -> Response:
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
-def json_response(status: int, payload: Any) -> Response:
-    """A JSON response."""
+def json_response(status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """A JSON response, with extra ``headers`` if given."""
     body = json.dumps(payload, separators=(",", ":")).encode()
-    return make_response(status, body, "application/json")
+    response = make_response(status, body, "application/json")
+    for name, value in headers:
+        response.headers[name] = value
+    return response
 
 
 def text_response(

@@ -241,15 +241,23 @@ class RejectMsg(Message):
 
 @dataclass(frozen=True, slots=True)
 class BrokerBeat(Message):
-    """The broker's heartbeat on ``ctl``: ``epoch`` changes on every broker start."""
+    """The broker's heartbeat on ``ctl``: ``epoch`` changes on every broker start.
+
+    ``role`` and ``term`` matter for broker pairs: edges send to the broker that
+    is ``active`` in the highest term they have seen.  A lone broker beats
+    ``active`` in term 0 (the defaults: beats from older brokers parse alike).
+    """
 
     KIND: ClassVar[str] = "hb"
-    KEYS: ClassVar = {"epoch": "ep", "time_ms": "t"}
+    KEYS: ClassVar = {"epoch": "ep", "time_ms": "t", "role": "ro", "term": "tm"}
     epoch: str
     time_ms: int
+    role: str = "active"
+    term: int = 0
 
     def __post_init__(self) -> None:
         _check(_is_id(self.epoch) and _is_v(self.time_ms), "bad broker beat")
+        _check(self.role in ("active", "standby") and _is_v(self.term), "bad broker beat role")
 
 
 # --- catch-up service (DEALER -> ROUTER and back) --------------------------------

@@ -19,7 +19,8 @@ Theory of operation:
   the processes it talks to (discovery, broker).
 - Readiness is polled with deadlines, never slept on: a process is up when its
   ``/healthz`` answers 200 (an edge only does once it hears the broker's
-  beat), an edge is placed once discovery lists it (``wait_registered``).
+  beat), an edge is placed once discovery lists it as ready for every shard
+  (``wait_registered``).
 - With ``isolate`` (the bench) every child runs in its own process group, so a
   Ctrl-C on the caller does not hit it before the caller stops it, and gets
   SIGTERM when the caller dies (Linux ``PR_SET_PDEATHSIG``).  That needs a
@@ -508,14 +509,14 @@ class Cluster:
         return edge
 
     def wait_registered(self, *edges: Edge, timeout: float = REGISTERED_TIMEOUT_S) -> None:
-        """Wait until discovery lists every given edge."""
+        """Wait until discovery lists every given edge, ready for every shard (placed)."""
 
         def listed() -> bool:
             status, body = http_json(f"{self.discovery_url}/v1/nodes")
             if status != 200 or not isinstance(body, dict):
                 return False
-            ids = {node.get("id") for node in body.get("nodes", [])}
-            return all(edge.edge_id in ids for edge in edges)
+            ready = {node.get("id") for node in body.get("nodes", []) if not node.get("unready")}
+            return all(edge.edge_id in ready for edge in edges)
 
         wait_until(listed, timeout, "edges to register with discovery")
 

@@ -56,6 +56,7 @@ LISTENING = [
     ("broker", "--xpub-port"),
     ("broker", "--catchup-port"),
     ("broker", "--http-port"),
+    ("broker", "--repl-port"),
     ("edge", "--port"),
 ]
 
@@ -66,6 +67,9 @@ def test_port_in_use_is_one_line_and_exit_2(
 ) -> None:
     """Any listening port of any process in use: one line naming its option, exit 2."""
     args = list(ZERO_PORTS[command])
+    if option == "--repl-port":  # a broker of a pair (its peer and discovery need not be up)
+        args += [option, "0", "--peer", f"tcp://127.0.0.1:{free_port()}"]
+        args += ["--discovery", f"tcp://127.0.0.1:{free_port()}"]
     args[args.index(option) + 1] = str(held_port)
     if command == "broker":
         args += ["--journal-dir", str(tmp_path / "journal")]
@@ -77,6 +81,17 @@ def test_port_in_use_is_one_line_and_exit_2(
     code, stderr = run([command, *args], env_without_secret())
     assert code == 2 and "Traceback" not in stderr, stderr
     assert stderr.endswith(f"{command}: port {held_port} is in use (set {option} or {env})\n")
+
+
+def test_a_broker_with_a_peer_but_no_discovery_is_refused_with_exit_2(tmp_path: Path) -> None:
+    """--peer needs --discovery (the third vote): refused at start, exit 2, saying so."""
+    args = [*ZERO_PORTS["broker"], "--journal-dir", str(tmp_path / "journal")]
+    code, stderr = run(
+        ["broker", *args, "--peer", "tcp://127.0.0.1:5580", "--discovery", ""],
+        env_without_secret(),
+    )
+    assert code == 2, stderr
+    assert "--peer needs --discovery" in stderr and "Traceback" not in stderr
 
 
 @pytest.mark.parametrize(

@@ -229,7 +229,7 @@ def test_honcho_lines_have_one_timestamp_and_a_clean_stop_is_rc_0(tmp_path: Path
         assert not re.match(r"\d{4}-\d\d-\d\d", message), f"two timestamps: {line}"
     stopped = re.findall(r"(\S+) stopped \(rc=(-?\d+)\)", text)
     processes = re.findall(r"^\w+:", procfile, re.MULTILINE)  # one per Procfile line
-    assert len(stopped) == len(processes) == 7, text
+    assert len(stopped) == len(processes) == 9, text
     assert all(rc == "0" for _, rc in stopped), text
 
 

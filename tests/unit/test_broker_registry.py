@@ -132,12 +132,16 @@ def test_a_second_live_broker_for_a_shard_is_refused_until_the_first_expires() -
 
 
 def test_a_standby_role_does_not_take_the_active_place() -> None:
-    """The shard map lists only active brokers; a standby of the same shard is not refused."""
+    """A standby of a live shard is not refused; the map lists the active broker, then the
+    standby, each with its role (broker pairs: edges connect to both)."""
     reg = BrokerRegistry(2)
-    assert reg.beat(beat(1, epoch="a"), 0.0).accepted
     assert reg.beat(beat(1, epoch="b", role="standby"), 0.0).accepted
+    assert reg.beat(beat(1, epoch="a"), 0.0).accepted
     shard_map = reg.shard_map(0.0)
-    assert shard_map is not None and [b.epoch for b in shard_map.brokers] == ["a"]
+    assert shard_map is not None and [b.epoch for b in shard_map.brokers] == ["a", "b"]
+    assert [b.role for b in shard_map.brokers] == ["active", "standby"]
+    assert shard_map.get(1) == shard_map.brokers[0]
+    assert shard_map.get(1, "standby") == shard_map.brokers[1]
 
 
 def test_shard_map_and_view_follow_expiry() -> None:

@@ -72,6 +72,7 @@ def test_reply_round_trip() -> None:
         "error": None,
         "message": None,  # (a refusal's sentence, and the shard map: optional fields)
         "shards": None,
+        "lease": None,  # (to a paired broker: its shard's lease)
     }
 
 

@@ -431,7 +431,13 @@ MESSAGES = {
         code=st.text(),
         message=st.text(),
     ),
-    BrokerBeat: st.builds(BrokerBeat, epoch=wire_ids, time_ms=versions),
+    BrokerBeat: st.builds(
+        BrokerBeat,
+        epoch=wire_ids,
+        time_ms=versions,
+        role=st.sampled_from(["active", "standby"]),
+        term=versions,
+    ),
     OpenRequest: st.builds(
         OpenRequest,
         request_id=versions,
@@ -508,7 +514,18 @@ def test_bus_maps_keep_the_documented_one_letter_keys() -> None:
         "evs": [b"x"],
     }
     beat = BrokerBeat(epoch="abc", time_ms=5)
-    assert msgpack.unpackb(encode(beat)) == {"k": "hb", "ep": "abc", "t": 5}
+    assert msgpack.unpackb(encode(beat)) == {
+        "k": "hb",
+        "ep": "abc",
+        "t": 5,
+        "ro": "active",
+        "tm": 0,
+    }
+    # A beat from a broker older than pairs (no role, no term) is an active broker in term 0.
+    assert decode(msgpack.packb({"k": "hb", "ep": "abc", "t": 5})) == beat
+    standby = BrokerBeat(epoch="abc", time_ms=5, role="standby", term=7)
+    assert msgpack.unpackb(encode(standby))["ro"] == "standby"
+    assert msgpack.unpackb(encode(standby))["tm"] == 7
 
 
 def check_decode(data: bytes) -> None:
@@ -528,6 +545,10 @@ def check_decode(data: bytes) -> None:
             assert type(value) is int and 0 <= value < MAX_V, (f.name, value)
         elif f.name == "seat":
             assert value in COLORS
+        elif f.name == "role":
+            assert value in ("active", "standby")
+        elif f.name == "term":
+            assert type(value) is int and 0 <= value < MAX_V, (f.name, value)
         elif f.name == "json":
             assert isinstance(value, bytes)
         elif f.name in ("sync", "command"):
