@@ -391,19 +391,16 @@ class Cluster:
             self.discovery.wait_healthy()
         return self.discovery
 
-    def broker_args(
-        self, *extra: str, host: Host | None = None, journal: Path | None = None
-    ) -> list[str]:
-        """The broker's command line on this cluster's ports, plus ``extra``: on ``host``
-        (default: the broker's) with its journal in ``journal`` (default: <root>/journal)."""
+    def broker_args(self, *extra: str) -> list[str]:
+        """The broker's command line on this cluster's ports, plus ``extra``."""
         return [
             "broker",
-            *("--host", (host or self.broker_host).address),
+            *("--host", self.broker_host.address),
             *("--xsub-port", str(self.xsub_port)),
             *("--xpub-port", str(self.xpub_port)),
             *("--catchup-port", str(self.catchup_port)),
             *("--http-port", str(self.broker_http_port)),
-            *("--journal-dir", str(journal or self.root / "journal")),
+            *("--journal-dir", str(self.root / "journal")),
             *("--discovery", self.discovery_endpoint),
             *extra,
         ]

@@ -5,8 +5,8 @@ shared one of xlmate_bench) with a ``Network``: ``place(name)`` gives the
 ``Host`` of node ``name`` (created on first use), and every ``start_*`` of the
 launcher takes ``host=``.  The process binds that node's address and is told
 the addresses of the others; the test process reaches it across the bridge.
-Pair brokers (``start_pair_broker``) run two brokers of one shard on two
-nodes with the same ports, each with its own journal and the other as peer.
+A broker pair (tests/integration/pairs.py's ``start_pair`` with two hosts,
+see tests/netns/pair.py) is kept in ``pair`` by node name.
 
 ``probe`` asks for a URL from inside a node's namespace, so a test can check
 what one host can reach during a partition.
@@ -17,10 +17,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from tests.integration.cluster import Cluster, Proc, free_port, http_json
+from tests.integration.cluster import Cluster, Proc
+from tests.integration.pairs import PairBroker
 from tests.netns.network import Network, Node
 from xlmate_bench.cluster import Host
 
@@ -41,8 +41,7 @@ class NetCluster(Cluster):
     """The tests' cluster with each process on a node of ``network``."""
 
     network: Network = field(kw_only=True)
-    repl_port: int = field(default_factory=free_port)  # pair brokers' replication port
-    pair: dict[str, Proc] = field(default_factory=dict)  # pair brokers by node name
+    pair: dict[str, PairBroker] = field(default_factory=dict)  # a broker pair, by node name
 
     def place(self, name: str) -> Host:
         """The host of node ``name`` (created on first use)."""
@@ -52,35 +51,6 @@ class NetCluster(Cluster):
     def node_of(self, proc: Proc) -> Node:
         """The node ``proc`` runs on."""
         return self.network.node_of(proc.host.address)
-
-    def start_pair_broker(self, name: str, peer: str, *extra: str) -> Proc:
-        """One broker of a pair (shard 1/1) on node ``name``, its peer on node ``peer``.
-
-        Both brokers of the pair use the cluster's broker ports on their own
-        addresses and keep their journal in ``<root>/journal-<name>``.  It does not
-        wait: a standby's health is the pair's business (see the tests' waits).
-        """
-        host, peer_host = self.place(name), self.place(peer)
-        args = self.broker_args(
-            *("--peer", f"tcp://{peer_host.address}:{self.repl_port}"),
-            *("--repl-port", str(self.repl_port)),
-            *extra,
-            host=host,
-            journal=self.root / f"journal-{name}",
-        )
-        health = f"http://{host.address}:{self.broker_http_port}/healthz"
-        proc = self._spawn(name, args, health, host=host)
-        self.pair[name] = proc
-        return proc
-
-    def broker_http_of(self, proc: Proc) -> str:
-        """A broker's HTTP base URL on its own host."""
-        return f"http://{proc.host.address}:{self.broker_http_port}"
-
-    def health(self, proc: Proc) -> dict[str, Any]:
-        """A process's ``/healthz`` body ({} when it does not answer JSON)."""
-        _, body = http_json(proc.health_url, timeout=1)
-        return body if isinstance(body, dict) else {}
 
 
 def probe(node: Node, url: str, timeout: float = 1.0) -> int:
@@ -93,8 +63,3 @@ def probe(node: Node, url: str, timeout: float = 1.0) -> int:
         check=True,
     )
     return int(done.stdout.strip() or 0)
-
-
-def journal_of(cluster: NetCluster, name: str) -> Path:
-    """The journal directory of pair broker ``name``."""
-    return cluster.root / f"journal-{name}"

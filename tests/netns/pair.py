@@ -1,7 +1,8 @@
 """A broker pair on the test network, and what discovery and the brokers say of it.
 
-``start_pair`` starts discovery, the pair (broker1 active, then broker2 until
-it is a standby in sync) and two edges, each process on its own node.  The
+``start_pair`` starts discovery, the pair (tests/integration/pairs.py on two
+hosts: broker1 active, then broker2 until it is a standby in sync) and two
+edges, each process on its own node.  The
 pair's state is read from discovery's ``GET /v1/brokers`` (role, term,
 in_sync, per broker, identified by the address in its ``xsub`` endpoint),
 which is what edges and operators see; ``health`` reads one broker's own
@@ -16,7 +17,8 @@ from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.cluster import Proc, http_get, http_json, wait_until
+from tests.integration.cluster import http_get, http_json, wait_until
+from tests.integration.pairs import start_pair as start_brokers
 from tests.netns.harness import NetCluster
 
 PAIR_TIMEOUT_S: Final = 20.0  # a pair forms, a standby catches up, a failover completes
@@ -101,10 +103,10 @@ def refused_claims(c: NetCluster) -> float:
     return metric(c.discovery_url, "xlmate_discovery_lease_claims_total", result="refused")
 
 
-def health(c: NetCluster, proc: Proc) -> dict[str, Any]:
-    """The pair fields of a broker's own ``/healthz`` (role, term, in_sync, accepting, ...;
-    {} when it does not answer)."""
-    pair = c.health(proc).get("pair")
+def health(c: NetCluster, name: str) -> dict[str, Any]:
+    """The pair fields of broker ``name``'s own ``/healthz`` (role, term, in_sync,
+    accepting, ...; {} when it does not answer)."""
+    pair = c.pair[name].health().get("pair")
     return pair if isinstance(pair, dict) else {}
 
 
@@ -112,10 +114,11 @@ def start_pair(c: NetCluster, *broker_extra: str) -> int:
     """Discovery, broker1 (active) and broker2 (standby in sync), edge1 (eu-west) and edge2
     (us-east), each on its own node; the pair's term."""
     c.start_discovery(host=c.place("discovery"))
-    c.broker_host = c.place("broker1")  # the edges' first broker, until discovery's map
-    c.start_pair_broker("broker1", "broker2", *broker_extra)
+    hosts = (c.place("broker1"), c.place("broker2"))
+    first, second = start_brokers(c, 1, 1, *broker_extra, start=(True, False), hosts=hosts)
+    c.pair = {"broker1": first, "broker2": second}
     wait_pair(c, "broker1", None)
-    c.start_pair_broker("broker2", "broker1", *broker_extra)
+    second.proc.start()
     term = wait_pair(c, "broker1", "broker2")
     c.start_edge("eu-west", *EDGE_ARGS, host=c.place("edge1"))
     c.start_edge("us-east", *EDGE_ARGS, host=c.place("edge2"))

@@ -63,12 +63,12 @@ async def test_sigkill_of_the_active_broker_fails_over_and_loses_nothing(
     term = start_pair(c)
     async with playing(c, GAMES, pace_s=PACE_S, seed=1) as load:
         await moving(load)
-        c.pair["broker1"].kill()
+        c.pair["broker1"].proc.kill()
         killed = time.monotonic()
         new_term = wait_pair(c, "broker2", None, term + 1, "broker2 to take over")
         await moving(load, what="every game to move after the failover")
         report("SIGKILL active", load, killed)
-        c.pair["broker1"].start()
+        c.pair["broker1"].proc.start()
         assert wait_pair(c, "broker2", "broker1", new_term) == new_term
         await moving(load)
         await load.stop()
@@ -82,13 +82,13 @@ async def test_sigkill_of_the_standby_never_stops_a_game(netcluster: NetCluster)
     term = start_pair(c)
     async with playing(c, GAMES, pace_s=PACE_S, seed=2) as load:
         await moving(load)
-        c.pair["broker2"].kill()
+        c.pair["broker2"].proc.kill()
         killed = time.monotonic()
         await moving(load, 5, "every game to keep moving without its standby")
         report("SIGKILL standby", load, killed)
         assert pair_is(c, "broker1", None, term) == term, pair_view(c)
         assert not load.errors()
-        c.pair["broker2"].start()
+        c.pair["broker2"].proc.start()
         assert wait_pair(c, "broker1", "broker2", term) == term
         await moving(load)
         await load.stop()
@@ -138,7 +138,6 @@ async def test_an_isolated_active_broker_is_replaced_and_rejoins_as_standby(
     as standby of the new term; every game has one history."""
     c, net = netcluster, netcluster.network
     term = start_pair(c)
-    old = c.pair["broker1"]
     async with playing(c, GAMES, pace_s=PACE_S, seed=4) as load:
         await moving(load)
         net.isolate("broker1")
@@ -149,7 +148,7 @@ async def test_an_isolated_active_broker_is_replaced_and_rejoins_as_standby(
         report("active isolated", load, isolated)
         net.rejoin("broker1")
         assert wait_pair(c, "broker2", "broker1", new_term) == new_term
-        assert health(c, old).get("term") == new_term
+        assert health(c, "broker1").get("term") == new_term
         await moving(load)
         await load.stop()
         await load.check(c)
@@ -169,7 +168,7 @@ async def test_five_failovers_in_a_row_keep_every_guarantee(netcluster: NetClust
             kill = round_ % 2 == 0
             counts, started = load.counts(), time.monotonic()
             if kill:
-                c.pair[active].kill()
+                c.pair[active].proc.kill()
             else:
                 net.isolate(active)
             term = wait_pair(c, standby, None, term + 1, f"round {round_ + 1}: the failover")
@@ -180,7 +179,7 @@ async def test_five_failovers_in_a_row_keep_every_guarantee(netcluster: NetClust
             )
             stalls += load.stalls(started)
             if kill:
-                c.pair[active].start()
+                c.pair[active].proc.start()
             else:
                 net.rejoin(active)
             assert wait_pair(c, standby, active, term) == term
@@ -202,18 +201,18 @@ async def test_an_old_broker_with_a_divergent_journal_tail_drops_it_and_rejoins(
     term = start_pair(c)
     async with playing(c, 8, pace_s=PACE_S, seed=6) as load:
         await moving(load)
-        c.pair["broker1"].kill()
+        c.pair["broker1"].proc.kill()
         term = wait_pair(c, "broker2", None, term + 1, "broker2 to take over")
         await moving(load, 4, "every game to move on broker2")
         await load.stop()
         game = load.games[0]
-        journal = journal_file(c.root / "journal-broker1")
-        divergent = append_divergent_move(journal, game.gid, game.script)
-        assert divergent in journal_keys(c.root / "journal-broker1"), "the tail is readable"
-        c.pair["broker1"].start()
+        old = c.pair["broker1"]
+        divergent = append_divergent_move(old.journal, game.gid, game.script)
+        assert divergent in journal_keys(old.journal_dir), "the tail is readable"
+        c.pair["broker1"].proc.start()
         assert wait_pair(c, "broker2", "broker1", term) == term
-        assert divergent not in journal_keys(c.root / "journal-broker1")
-        c.pair["broker2"].kill()
+        assert divergent not in journal_keys(old.journal_dir)
+        c.pair["broker2"].proc.kill()
         wait_pair(c, "broker1", None, term + 1, "broker1 to be active again")
         await load.check(c)
 
@@ -224,12 +223,7 @@ async def test_an_old_broker_with_a_divergent_journal_tail_drops_it_and_rejoins(
 def accepting(c: NetCluster, name: str) -> bool:
     """Whether broker ``name`` says it accepts commands (its own /healthz, read through the
     test process's path, which partitions between hosts leave open)."""
-    return bool(health(c, c.pair[name]).get("accepting"))
-
-
-def journal_file(directory: Path) -> Path:
-    """The journal file of a broker's journal directory."""
-    return directory / "journal.log"
+    return bool(health(c, name).get("accepting"))
 
 
 def journal_keys(directory: Path) -> set[str]:
