@@ -23,6 +23,7 @@ from typing import Final
 import chess
 
 from tests.integration.cluster import eventually, wait_until
+from tests.integration.test_readiness import offered, placement, unready
 from tests.netns.harness import NetCluster
 from tests.netns.load import Load, playing, summary
 from tests.netns.pair import (
@@ -215,6 +216,45 @@ async def test_an_old_broker_with_a_divergent_journal_tail_drops_it_and_rejoins(
         c.pair["broker2"].proc.kill()
         wait_pair(c, "broker1", None, term + 1, "broker1 to be active again")
         await load.check(c)
+
+
+async def test_an_edge_cut_from_the_active_broker_is_not_placed_until_the_cut_heals(
+    netcluster: NetCluster,
+) -> None:
+    """nftables cuts edge1 from the active broker only: edge1 reports the shard unready and
+    discovery places eu-west players on edge2; with both edges cut, 503 not_ready with
+    Retry-After; no failover (the brokers and discovery hear each other); healed, edge1
+    is placed again."""
+    c, net = netcluster, netcluster.network
+    term = start_pair(c)
+    edge1, edge2 = c.edges
+    gid = "readiness-across-a-cut"
+
+    async def placed() -> tuple[int, list[str], str | None]:
+        status, body, headers = await placement(c, gid)
+        return status, offered(body) if status == 200 else [], headers.get("Retry-After")
+
+    assert (await placed())[:2] == (200, [edge1.edge_id, edge2.edge_id])
+    net.cut("edge1", "broker1")
+    await eventually(
+        lambda: reports(c, {edge1.edge_id: [1], edge2.edge_id: []}), 20, "edge1 unready"
+    )
+    assert (await placed())[:2] == (200, [edge2.edge_id])
+    net.cut("edge2", "broker1")
+    await eventually(
+        lambda: reports(c, {edge1.edge_id: [1], edge2.edge_id: [1]}), 20, "both unready"
+    )
+    assert await placed() == (503, [], "1")
+    assert pair_is(c, "broker1", "broker2", term) == term, pair_view(c)
+    net.heal("edge1", "broker1")
+    net.heal("edge2", "broker1")
+    await eventually(lambda: reports(c, {edge1.edge_id: [], edge2.edge_id: []}), 20, "ready")
+    assert (await placed())[:2] == (200, [edge1.edge_id, edge2.edge_id])
+
+
+async def reports(c: NetCluster, expected: dict[str, list[int]]) -> bool:
+    """Whether discovery lists these edges with exactly these unready shards."""
+    return await unready(c) == expected
 
 
 # --- helpers -----------------------------------------------------------------------------
