@@ -57,7 +57,7 @@ from typing import Final
 from xlmate_bench.cluster import Host
 
 PREFIX: Final = "xlm"
-SUPERNET: Final = ipaddress.ip_network("10.213.0.0/16")
+SUPERNET: Final = ipaddress.IPv4Network("10.213.0.0/16")
 COMMAND_TIMEOUT_S: Final = 15.0
 _NAME = re.compile(rf"^{PREFIX}(\d+)")
 
@@ -161,12 +161,12 @@ def free_subnet() -> ipaddress.IPv4Network:
         dst = str(route.get("dst", ""))
         if dst and dst != "default":
             try:
-                used.append(ipaddress.ip_network(dst, strict=False))  # type: ignore[arg-type]
+                used.append(ipaddress.IPv4Network(dst, strict=False))
             except ValueError:
                 continue
     for iface in json.loads(run("ip", "-j", "-4", "addr", "show") or "[]"):
         for info in iface.get("addr_info", []):
-            used.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}", strict=False))  # type: ignore[arg-type]
+            used.append(ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", strict=False))
     subnets = list(SUPERNET.subnets(new_prefix=24))
     start = os.getpid() % len(subnets)
     for i in range(len(subnets)):

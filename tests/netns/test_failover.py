@@ -16,6 +16,7 @@ on: there are no timed assertions in the tests (BENCHMARKS.md has figures).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Final
@@ -174,7 +175,7 @@ async def test_five_failovers_in_a_row_keep_every_guarantee(netcluster: NetClust
                 net.isolate(active)
             term = wait_pair(c, standby, None, term + 1, f"round {round_ + 1}: the failover")
             await eventually(
-                lambda counts=counts: load.moved_since(counts, 2),
+                functools.partial(load.moved_since, counts, 2),
                 MOVE_TIMEOUT_S,
                 f"round {round_ + 1}: every game to move",
             )
