@@ -12,6 +12,11 @@ Theory of operation:
   for its life, so a restarted process comes back on the same addresses.  A
   port can still be taken by someone else before our process binds it: the
   process then exits early, and ``wait_healthy`` says so with its log.
+- Every process runs on a ``Host``: loopback by default; the network-namespace
+  tests (tests/netns) give each process its own host, an address on a test
+  bridge and the ``ip netns exec NS`` prefix that runs the command there.  Each
+  process binds its host's address and is told the addresses of the hosts of
+  the processes it talks to (discovery, broker).
 - Readiness is polled with deadlines, never slept on: a process is up when its
   ``/healthz`` answers 200 (an edge only does once it hears the broker's
   beat), an edge is placed once discovery lists it as ready for every shard
@@ -60,6 +65,18 @@ PR_SET_PDEATHSIG: Final = 1
 
 class ClusterError(BenchError):
     """A cluster process exited early, or a condition did not hold in time."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """Where a process runs: the address it binds and is reached at, and the command
+    prefix that runs it there (e.g. ``ip netns exec NS`` for a network namespace)."""
+
+    address: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+
+
+LOCAL: Final = Host()
 
 
 # --- small tools ------------------------------------------------------------------------
@@ -156,6 +173,7 @@ class Proc:
     env: dict[str, str]
     health_url: str
     log_level: str | None = None
+    host: Host = LOCAL
     isolate: bool = False  # own process group, SIGTERM when the caller dies
     popen: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -173,7 +191,7 @@ class Proc:
         level = ["--log-level", self.log_level] if self.log_level else []
         with open(self.log_path, "wb") as out:
             self.popen = subprocess.Popen(
-                [*xlmate_command(), *level, *self.args],
+                [*self.host.prefix, *xlmate_command(), *level, *self.args],
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -238,16 +256,17 @@ class Edge:
     region: str
     port: int
     edge_id: str
+    address: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
         """The WebSocket base URL players connect to."""
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.address}:{self.port}"
 
     @property
     def http(self) -> str:
         """The HTTP base URL (``/healthz``, ``/metrics``)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
 
 @dataclass
@@ -261,11 +280,12 @@ class BrokerShard:
     xpub_port: int
     catchup_port: int
     http_port: int
+    address: str = "127.0.0.1"
 
     @property
     def http(self) -> str:
         """The broker's HTTP base URL (``/healthz``, ``/metrics``)."""
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.address}:{self.http_port}"
 
     @property
     def spec(self) -> str:
@@ -276,7 +296,7 @@ class BrokerShard:
     def broker_option(self) -> str:
         """This shard as an edge's ``--broker`` value (static routing, no discovery)."""
         ports = (self.xsub_port, self.xpub_port, self.catchup_port)
-        return f"{self.index}/{self.count}=" + ",".join(f"tcp://127.0.0.1:{p}" for p in ports)
+        return f"{self.index}/{self.count}=" + ",".join(f"tcp://{self.address}:{p}" for p in ports)
 
 
 @dataclass
@@ -300,6 +320,8 @@ class Cluster:
     broker: Proc | None = None
     discovery: Proc | None = None
     shards: dict[int, BrokerShard] = field(default_factory=dict)
+    discovery_host: Host = LOCAL  # where discovery runs (start_discovery's ``host``)
+    broker_host: Host = LOCAL  # where the broker (or shard 1) runs (start_broker's ``host``)
 
     @property
     def env(self) -> dict[str, str]:
@@ -314,15 +336,27 @@ class Cluster:
     @property
     def discovery_url(self) -> str:
         """Discovery's HTTP base URL."""
-        return f"http://127.0.0.1:{self.discovery_port}"
+        return f"http://{self.discovery_host.address}:{self.discovery_port}"
+
+    @property
+    def discovery_endpoint(self) -> str:
+        """Discovery's heartbeat endpoint as processes are told it ('' before it starts)."""
+        if self.discovery is None:
+            return ""
+        return f"tcp://{self.discovery_host.address}:{self.rep_port}"
 
     @property
     def broker_http(self) -> str:
         """The broker's HTTP base URL."""
-        return f"http://127.0.0.1:{self.broker_http_port}"
+        return f"http://{self.broker_host.address}:{self.broker_http_port}"
 
     def _spawn(
-        self, name: str, args: list[str], health_url: str, env: dict[str, str] | None = None
+        self,
+        name: str,
+        args: list[str],
+        health_url: str,
+        env: dict[str, str] | None = None,
+        host: Host = LOCAL,
     ) -> Proc:
         proc = Proc(
             name,
@@ -331,22 +365,27 @@ class Cluster:
             {**self.env, **(env or {})},
             health_url,
             log_level=self.log_level,
+            host=host,
             isolate=self.isolate,
         ).start()
         self.procs.append(proc)
         return proc
 
-    def start_discovery(self, *extra: str, wait: bool = True) -> Proc:
-        """Start discovery (and wait until it serves, unless ``wait`` is False)."""
+    def start_discovery(self, *extra: str, wait: bool = True, host: Host | None = None) -> Proc:
+        """Start discovery on ``host`` (default: where it ran before, else loopback) and
+        wait until it serves, unless ``wait`` is False."""
+        self.discovery_host = host or self.discovery_host
+        address = self.discovery_host.address
         self.discovery = self._spawn(
             "discovery",
             [
                 "discovery",
-                *("--port", str(self.discovery_port)),
-                *("--rep-port", str(self.rep_port)),
+                *("--host", address, "--port", str(self.discovery_port)),
+                *("--rep-host", address, "--rep-port", str(self.rep_port)),
                 *extra,
             ],
             f"{self.discovery_url}/healthz",
+            host=self.discovery_host,
         )
         if wait:
             self.discovery.wait_healthy()
@@ -356,36 +395,50 @@ class Cluster:
         """The broker's command line on this cluster's ports, plus ``extra``."""
         return [
             "broker",
+            *("--host", self.broker_host.address),
             *("--xsub-port", str(self.xsub_port)),
             *("--xpub-port", str(self.xpub_port)),
             *("--catchup-port", str(self.catchup_port)),
             *("--http-port", str(self.broker_http_port)),
             *("--journal-dir", str(self.root / "journal")),
-            "--discovery",
-            f"tcp://127.0.0.1:{self.rep_port}" if self.discovery else "",
+            *("--discovery", self.discovery_endpoint),
             *extra,
         ]
 
     def start_broker(
-        self, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+        self,
+        *extra: str,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        host: Host | None = None,
     ) -> Proc:
-        """Start the broker (and wait until it serves, unless ``wait`` is False); ``env``
-        adds to its environment (e.g. ``XLMATE_FAULT_INJECT``)."""
+        """Start the broker on ``host`` (default: where it ran before, else loopback) and
+        wait until it serves, unless ``wait`` is False; ``env`` adds to its environment
+        (e.g. ``XLMATE_FAULT_INJECT``)."""
+        self.broker_host = host or self.broker_host
         self.broker = self._spawn(
-            "broker", self.broker_args(*extra), f"{self.broker_http}/healthz", env
+            "broker",
+            self.broker_args(*extra),
+            f"{self.broker_http}/healthz",
+            env,
+            self.broker_host,
         )
         if wait:
             self.broker.wait_healthy()
         return self.broker
 
-    def start_shard(self, index: int, count: int, *extra: str, wait: bool = True) -> BrokerShard:
-        """Start the broker of shard ``index`` of ``count`` with its own ports and journal.
+    def start_shard(
+        self, index: int, count: int, *extra: str, wait: bool = True, host: Host = LOCAL
+    ) -> BrokerShard:
+        """Start the broker of shard ``index`` of ``count`` on ``host`` with its own ports
+        and journal.
 
         Shard 1 takes the cluster's broker ports (so ``broker`` and ``broker_http``
         name it); the others get free ports.  It registers with discovery when
         discovery runs.
         """
         if index == 1:
+            self.broker_host = host
             ports = (self.xsub_port, self.xpub_port, self.catchup_port, self.broker_http_port)
         else:
             ports = (free_port(), free_port(), free_port(), free_port())
@@ -393,17 +446,18 @@ class Cluster:
         args = [
             "broker",
             *("--shard", f"{index}/{count}"),
+            *("--host", host.address),
             *("--xsub-port", str(xsub)),
             *("--xpub-port", str(xpub)),
             *("--catchup-port", str(catchup)),
             *("--http-port", str(http)),
             *("--journal-dir", str(self.root / f"journal-shard-{index}-of-{count}")),
-            "--discovery",
-            f"tcp://127.0.0.1:{self.rep_port}" if self.discovery else "",
+            *("--discovery", self.discovery_endpoint),
             *extra,
         ]
-        proc = self._spawn(f"broker-{index}of{count}", args, f"http://127.0.0.1:{http}/healthz")
-        shard = BrokerShard(proc, index, count, xsub, xpub, catchup, http)
+        health = f"http://{host.address}:{http}/healthz"
+        proc = self._spawn(f"broker-{index}of{count}", args, health, host=host)
+        shard = BrokerShard(proc, index, count, xsub, xpub, catchup, http, host.address)
         self.shards[index] = shard
         if index == 1:
             self.broker = proc
@@ -424,26 +478,28 @@ class Cluster:
         wait: bool = True,
         port: int | None = None,
         env: dict[str, str] | None = None,
+        host: Host = LOCAL,
     ) -> Edge:
-        """Start an edge in ``region`` on ``port`` (a proxy in front routes to it) or a free
-        port, id ``<region>-<port>``; ``env`` adds to its environment."""
+        """Start an edge in ``region`` on ``host`` and ``port`` (a proxy in front routes to
+        it) or a free port, id ``<region>-<port>``; ``env`` adds to its environment."""
         port = port or free_port()
         edge_id = f"{region}-{port}"
         args = [
             "edge",
             *("--region", region),
-            *("--port", str(port)),
+            *("--host", host.address, "--port", str(port)),
             *("--id", edge_id),
+            *("--broker-host", self.broker_host.address),
             *("--broker-xsub-port", str(self.xsub_port)),
             *("--broker-xpub-port", str(self.xpub_port)),
             *("--broker-catchup-port", str(self.catchup_port)),
-            "--discovery",
-            f"tcp://127.0.0.1:{self.rep_port}" if self.discovery else "",
+            *("--discovery", self.discovery_endpoint),
             *self.edge_args,
             *extra,
         ]
-        proc = self._spawn(f"edge-{edge_id}", args, f"http://127.0.0.1:{port}/healthz", env)
-        edge = Edge(proc, region, port, edge_id)
+        health = f"http://{host.address}:{port}/healthz"
+        proc = self._spawn(f"edge-{edge_id}", args, health, env, host)
+        edge = Edge(proc, region, port, edge_id, host.address)
         self.edges.append(edge)
         if wait:
             proc.wait_healthy()

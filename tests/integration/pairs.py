@@ -3,7 +3,9 @@
 ``start_pair`` starts both brokers of shard K/N (each its own ports, journal
 directory and replication port, each the other's ``--peer``).  The first takes
 the cluster's broker ports when K is 1, so edges started by the launcher know it
-before discovery tells them; the second gets free ports.
+before discovery tells them; the second gets free ports.  Each runs on its own
+``Host`` of the launcher (loopback by default; the network-namespace tests put
+them on two hosts of a test network).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.cluster import Cluster, Proc, free_port, http_json, http_json_async
+from xlmate_bench.cluster import LOCAL, Host
 
 LEASE_MS = 1000
 
@@ -29,11 +32,12 @@ class PairBroker:
     http_port: int
     repl_port: int
     journal_dir: Path
+    address: str = "127.0.0.1"  # its host's address
 
     @property
     def http(self) -> str:
         """``/healthz`` and ``/metrics`` base URL."""
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.address}:{self.http_port}"
 
     @property
     def journal(self) -> Path:
@@ -68,12 +72,16 @@ def start_pair(
     count: int = 1,
     *extra: str,
     start: tuple[bool, bool] = (True, True),
+    hosts: tuple[Host, Host] = (LOCAL, LOCAL),
 ) -> tuple[PairBroker, PairBroker]:
-    """Both brokers of shard ``index``/``count``, peered; ``start`` says which to start now."""
+    """Both brokers of shard ``index``/``count`` on ``hosts``, peered; ``start`` says which
+    to start now."""
     repl = (free_port(), free_port())
     brokers = []
     for n, name in enumerate(("a", "b")):
+        host, peer = hosts[n], hosts[1 - n]
         if n == 0 and index == 1:
+            cluster.broker_host = host  # it takes the cluster's broker ports (see above)
             ports = (
                 cluster.xsub_port,
                 cluster.xpub_port,
@@ -87,14 +95,15 @@ def start_pair(
         args = [
             "broker",
             *("--shard", f"{index}/{count}"),
+            *("--host", host.address),
             *("--xsub-port", str(xsub)),
             *("--xpub-port", str(xpub)),
             *("--catchup-port", str(catchup)),
             *("--http-port", str(http)),
             *("--journal-dir", str(journal)),
-            *("--discovery", f"tcp://127.0.0.1:{cluster.rep_port}"),
+            *("--discovery", cluster.discovery_endpoint),
             *("--repl-port", str(repl[n])),
-            *("--peer", f"tcp://127.0.0.1:{repl[1 - n]}"),
+            *("--peer", f"tcp://{peer.address}:{repl[1 - n]}"),
             *("--lease-ms", str(LEASE_MS)),
             *extra,
         ]
@@ -103,11 +112,12 @@ def start_pair(
             args,
             cluster.root,
             cluster.env,
-            f"http://127.0.0.1:{http}/healthz",
+            f"http://{host.address}:{http}/healthz",
             log_level=cluster.log_level,
+            host=host,
         )
         cluster.procs.append(proc)
-        broker = PairBroker(name, proc, xsub, xpub, catchup, http, repl[n], journal)
+        broker = PairBroker(name, proc, xsub, xpub, catchup, http, repl[n], journal, host.address)
         if start[n]:
             proc.start()
         brokers.append(broker)
