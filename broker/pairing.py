@@ -13,6 +13,9 @@ decisions are made by the pure ``broker.election.Election``; the frames are
   the snapshot's seq it is in sync and protects us.  A standby that leaves a
   batch unacked, or is silent, for ``--standby-wait-ms`` is lost: we tell
   discovery at once (``in_sync=false``) and ack alone only after its answer.
+  So does a broker just promoted: it beats discovery at once and acks alone
+  once the answer confirms its lease (a restarted holder resumes a lease whose
+  recorded protector is still its old standby until then).
 - **Standby.**  It says hello until it gets a snapshot, writes the parts to a
   temporary file, installs it as its journal (dropping whatever its journal
   held, such as a divergent tail) and rebuilds its games from it; then it
@@ -696,6 +699,9 @@ class Pairing:
                 term=effect.term,
             )
             self.server.promoted()
+            # Discovery must hear us say in_sync=false, as active, before we ack alone
+            # (broker.election, "Promotion"): ask it now, not a heartbeat interval later.
+            self.server.beat_discovery_now()
         elif isinstance(effect, Demote):
             self.m_role_changes.labels("standby").inc()
             self._standby_ident, self._session = None, None
