@@ -235,6 +235,7 @@ class Pairing:
             "term": e.term,
             "in_sync": self.in_sync,
             "unprotected": self.active and not self.in_sync,
+            "acking_alone": e.may_ack_alone(),  # discovery confirmed we go on unprotected
             "accepting": e.accepting(mono_ms()),
             "peer": self.config.peer,
             "standby": e.standby_id,
