@@ -16,8 +16,9 @@ batch any broker has acked so far; whenever a broker acks a batch, its own
 journal holds every batch acked before (one history), and every broker active
 in a higher term already holds it.
 
-``PAIR_MODEL_EXAMPLES=20000`` runs a longer hunt; a failing run it finds is
-kept below as a plain test (``replay``), since CI has no example database.
+``PAIR_MODEL_EXAMPLES=20000`` (and ``PAIR_MODEL_STEPS=300``) run a longer hunt; a
+failing run it finds is kept below as a plain test (``replay``), since CI has no
+example database.
 """
 
 from __future__ import annotations
@@ -436,10 +437,11 @@ class PairModel(RuleBasedStateMachine):
 
 
 TestPairModel = PairModel.TestCase
-# PAIR_MODEL_EXAMPLES raises the number of runs for a longer hunt (the suite keeps 400).
+# PAIR_MODEL_EXAMPLES and PAIR_MODEL_STEPS raise the number and length of runs for a
+# longer hunt (the suite keeps 400 runs of up to 100 steps).
 TestPairModel.settings = settings(
     max_examples=int(os.environ.get("PAIR_MODEL_EXAMPLES", "400")),
-    stateful_step_count=100,
+    stateful_step_count=int(os.environ.get("PAIR_MODEL_STEPS", "100")),
     deadline=None,
 )
 
