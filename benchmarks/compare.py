@@ -1,16 +1,23 @@
-"""Side by side: the XLMate cluster, a one-process relay, and the Redis pub/sub relay.
+"""Side by side: the XLMate cluster and three baselines: a one-process relay, the Redis
+pub/sub relay, and Socket.IO 4 with the Redis adapter.
 
 ``benchmarks/run`` runs this with the project's virtualenv.  One run:
 
 1. makes sure ``redis-server`` (Debian package) and the ``redis`` client are
    installed, starts ``redis-server`` on a free loopback port with no
-   persistence, ``relay_single.py`` once and ``relay_redis.py`` twice;
+   persistence, ``relay_single.py`` once and ``relay_redis.py`` twice; for the
+   Socket.IO baseline it installs ``benchmarks/socketio`` (pinned by its
+   ``package-lock.json``) with ``npm ci`` into the run's temporary directory,
+   never into the product, and starts ``server.js`` twice with Node (only the
+   baselines ``--targets`` names are started);
 2. for each repetition, runs the *same* load generator (``xlmate bench``)
    against each target in turn (the order rotates between repetitions; the
    cluster is started fresh by ``xlmate bench`` each time, with its default
    ``fsync=always``);
-3. prints medians and the ratios cluster/redis and cluster/single, and writes
-   everything to ``benchmarks/results/<date>.json``;
+3. prints medians, the ratios of the cluster's throughput and of its server CPU
+   per move to each baseline's, each process's event-loop stalls in the
+   measured windows (the loop-lag probes' ``/metrics``), and writes everything
+   to ``benchmarks/results/<date>.json``;
 4. stops what it started.
 
 Other work on the machine skews numbers on 2 cores, so before each run it
@@ -45,12 +52,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlmate_bench.cluster import ClusterError, free_port, wait_until
+from xlmate_bench import nodeapp
+from xlmate_bench.cluster import ClusterError, free_port, raise_nofile, wait_until
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONSTRAINTS = ROOT / "requirements" / "constraints.txt"  # the versions scripts/setup pins
 RESULTS = HERE / "results"
+TARGETS = ("cluster", "relay-single", "relay-redis", "relay-socketio")
+BASELINES = {"relay-redis": "redis", "relay-single": "single", "relay-socketio": "socketio"}
 XLMATE = str(Path(sys.executable).parent / "xlmate")
 
 
@@ -164,6 +174,12 @@ def start(name: str, args: Sequence[str], port: int, logdir: Path) -> Started:
     return proc
 
 
+def start_pair_member(name: str, command: Sequence[str], redis_url: str, logdir: Path) -> Started:
+    """One process of a Redis-backed pair (Python relay or Socket.IO) on a free port."""
+    port = free_port()
+    return start(name, [*command, "--port", str(port), "--redis-url", redis_url], port, logdir)
+
+
 # --- measuring ------------------------------------------------------------------------
 
 
@@ -254,7 +270,36 @@ def summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
             lambda r: next(p["cpu_percent"] for p in r["processes"] if p["role"] == "loadgen")
         ),
         "others_percent": med(lambda r: r.get("host", {}).get("others_percent", 0.0)),
+        "loop_lag": lag_summary(reports),
     }
+
+
+def stable_name(report: dict[str, Any], name: str) -> str:
+    """A process's name that is the same in every repetition: a started cluster's edges
+    are named by their port, which changes; they become ``edge-1``, ``edge-2``, ..."""
+    edges = [p["name"] for p in report.get("processes", []) if p["role"] == "edge"]
+    if name in edges and report.get("target", {}).get("launched"):
+        return f"edge-{edges.index(name) + 1}"
+    return name
+
+
+def lag_summary(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each process's event-loop stalls (>= 50 ms) per repetition, and its longest lag.
+
+    ``longest_ms`` is exact for the load generator (its own probe) and the upper
+    bound of the histogram bucket for the others (None: past the last bucket, 1 s).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for lag in report.get("loop_lag", []):
+            name = stable_name(report, lag["name"])
+            row = out.setdefault(name, {"stalls_each": [], "longest_ms_each": []})
+            row["stalls_each"].append(lag["stalls"])
+            row["longest_ms_each"].append(lag["max_le_ms"])
+    for row in out.values():
+        longest = row["longest_ms_each"]
+        row["longest_ms"] = None if None in longest else max(longest, default=0.0)
+    return out
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -288,8 +333,8 @@ def write_results(data: dict[str, Any]) -> Path:
 
 def compare(opts: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     """The cluster vs the relays, ``opts.reps`` times, side by side."""
-    redis_server = ensure_redis_server()
     ensure_python_deps()
+    raise_nofile()  # before starting relays: they inherit it (thousands of sockets)
     common = [
         "--games",
         str(opts.games),
@@ -301,62 +346,82 @@ def compare(opts: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     ]
     if opts.rate:
         common += ["--rate", str(opts.rate)]
+    names = [n for n in opts.targets.split(",") if n]
+    unknown = set(names) - set(TARGETS)
+    if unknown:
+        raise SystemExit(f"unknown --targets: {', '.join(sorted(unknown))} (of {TARGETS})")
     started: list[Started] = []
     try:
-        rport = free_port()
-        redis = start(
-            "redis-server",
-            [
-                redis_server,
-                *("--port", str(rport), "--bind", "127.0.0.1", "--save", ""),
-                *("--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"),
-            ],
-            rport,
-            logdir,
-        )
-        started.append(redis)
-        sport = free_port()
-        single = start(
-            "relay-single",
-            [sys.executable, str(HERE / "relay_single.py"), "--port", str(sport)],
-            sport,
-            logdir,
-        )
-        started.append(single)
-        pair = []
-        for side in ("a", "b"):
-            port = free_port()
-            relay = start(
-                f"relay-redis-{side}",
+        targets = {
+            "cluster": ["--edges", str(opts.edges), "--label", f"cluster ({opts.edges} edges)"]
+        }
+        redis: Started | None = None
+        if {"relay-redis", "relay-socketio"} & set(names):
+            rport = free_port()
+            redis = start(
+                "redis-server",
                 [
-                    *(sys.executable, str(HERE / "relay_redis.py"), "--port", str(port)),
-                    *("--redis-url", f"redis://127.0.0.1:{rport}/0"),
+                    ensure_redis_server(),
+                    *("--port", str(rport), "--bind", "127.0.0.1", "--save", ""),
+                    *("--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"),
                 ],
-                port,
+                rport,
                 logdir,
             )
-            started.append(relay)
-            pair.append(relay)
-        targets: dict[str, list[str]] = {
-            "cluster": ["--edges", str(opts.edges), "--label", f"cluster ({opts.edges} edges)"],
-            "relay-single": [
-                "--target-url",
-                single.url,
-                "--watch",
-                f"relay={single.pid}@{single.url}",
-                "--label",
-                "one-process relay",
-            ],
-            "relay-redis": [
+            started.append(redis)
+        if "relay-single" in names:
+            sport = free_port()
+            single = start(
+                "relay-single",
+                [sys.executable, str(HERE / "relay_single.py"), "--port", str(sport)],
+                sport,
+                logdir,
+            )
+            started.append(single)
+            targets["relay-single"] = [
+                *("--target-url", single.url),
+                *("--watch", f"relay={single.pid}@{single.url}"),
+                *("--label", "one-process relay"),
+            ]
+        if "relay-redis" in names:
+            assert redis is not None
+            pair = [
+                start_pair_member(
+                    f"relay-redis-{side}",
+                    [sys.executable, str(HERE / "relay_redis.py")],
+                    f"redis://127.0.0.1:{redis.port}/0",
+                    logdir,
+                )
+                for side in ("a", "b")
+            ]
+            started += pair
+            targets["relay-redis"] = [
                 *[arg for r in pair for arg in ("--target-url", r.url)],
                 *[arg for r in pair for arg in ("--watch", f"relay-{r.name[-1]}={r.pid}@{r.url}")],
-                "--watch",
-                f"redis={redis.pid}",
-                "--label",
-                "Redis pub/sub relay (2 edges)",
-            ],
-        }
-        names = [n for n in opts.targets.split(",") if n]
+                *("--watch", f"redis={redis.pid}"),
+                *("--label", "Redis pub/sub relay (2 edges)"),
+            ]
+        if "relay-socketio" in names:
+            assert redis is not None
+            say("npm ci: the Socket.IO baseline (benchmarks/socketio), in the run's temp dir")
+            app = nodeapp.install(logdir / "socketio")
+            sio = [
+                start_pair_member(
+                    f"socketio-{side}",
+                    ["node", str(app / "server.js")],
+                    f"redis://127.0.0.1:{redis.port}",
+                    logdir,
+                )
+                for side in ("a", "b")
+            ]
+            started += sio
+            targets["relay-socketio"] = [
+                *[arg for r in sio for arg in ("--target-url", r.url)],
+                *("--relay-protocol", "socketio"),
+                *[arg for r in sio for arg in ("--watch", f"sio-{r.name[-1]}={r.pid}@{r.url}")],
+                *("--watch", f"redis={redis.pid}"),
+                *("--label", "Socket.IO 4 + Redis adapter (2 Node processes)"),
+            ]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         timeout = opts.warmup + opts.duration + 180
         for rep in range(opts.reps):
@@ -375,17 +440,36 @@ def compare(opts: argparse.Namespace, logdir: Path) -> dict[str, Any]:
         for proc in reversed(started):
             proc.stop()
     summaries = {name: summary(reports) for name, reports in runs.items() if reports}
-    ratios: dict[str, Any] = {}
+    return {"summaries": summaries, "ratios": ratios(summaries, runs), "runs": runs}
+
+
+def ratios(
+    summaries: dict[str, dict[str, Any]], runs: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """The cluster against each baseline: throughput (``cluster/X``), server CPU per move
+    (``cluster/X cpu``) and p99 (``cluster/X p99``), of the medians and per repetition."""
+    out: dict[str, Any] = {}
     cluster = summaries.get("cluster")
-    for other, key in (("relay-redis", "cluster/redis"), ("relay-single", "cluster/single")):
-        if cluster and other in summaries and summaries[other]["moves_per_s"]:
-            ratios[key] = round(cluster["moves_per_s"] / summaries[other]["moves_per_s"], 3)
-            ratios[f"{key} per rep"] = [
-                round(c["moves_per_s"] / o["moves_per_s"], 3)
+    if not cluster:
+        return out
+    measures = (
+        ("", "moves_per_s", lambda r: r["moves_per_s"]),
+        (" cpu", "cpu_ms_per_move", lambda r: r["cpu_ms_per_move"]),
+        (" p99", "p99_ms", lambda r: r["latency_ms"]["p99"]),
+    )
+    for other, short in BASELINES.items():
+        if other not in summaries:
+            continue
+        for suffix, field, get in measures:
+            key = f"cluster/{short}{suffix}"
+            if summaries[other][field]:
+                out[key] = round(cluster[field] / summaries[other][field], 3)
+            out[f"{key} per rep"] = [
+                round(get(c) / get(o), 3)
                 for c, o in zip(runs["cluster"], runs[other], strict=False)
-                if o["moves_per_s"]
+                if get(o)
             ]
-    return {"summaries": summaries, "ratios": ratios, "runs": runs}
+    return out
 
 
 def print_compare(result: dict[str, Any]) -> None:
@@ -424,6 +508,20 @@ def print_compare(result: dict[str, Any]) -> None:
         if not key.endswith("per rep"):
             each = result["ratios"].get(f"{key} per rep", [])
             print(f"{key}: {value:.2f}x (per rep: {', '.join(f'{v:.2f}' for v in each)})")
+    lag_rows = [
+        [
+            name,
+            process,
+            " ".join(str(n) for n in row["stalls_each"]),
+            "> 1000" if row["longest_ms"] is None else f"{row['longest_ms']:.0f}",
+        ]
+        for name, s in result["summaries"].items()
+        for process, row in s["loop_lag"].items()
+    ]
+    if lag_rows:
+        print("\nevent-loop stalls in the measured windows (loop-lag probes):")
+        header = ["target", "process", "stalls >= 50 ms, each rep", "longest lag <= ms"]
+        print(table(header, lag_rows))
 
 
 def scaling(opts: argparse.Namespace) -> dict[str, Any]:
@@ -457,6 +555,22 @@ def scaling(opts: argparse.Namespace) -> dict[str, Any]:
             "moves_per_s": round(median([x["moves_per_s"] for x in items]), 1),
             "p99_ms": round(median([x["latency_ms"]["p99"] for x in items]), 2),
             "errors": sum(x["errors"] for x in items),
+            # with --bench-arg=--level-idle --bench-arg=S: idle cost and move cost apart
+            "idle_us_per_socket_s": round(median([x["idle_us_per_socket_s"] for x in items]), 3),
+            "idle_us_per_socket_s_each": [x["idle_us_per_socket_s"] for x in items],
+            "idle_cpu_percent": round(
+                median(
+                    [
+                        100 * x["idle_cpu_s"] / x["idle_window_s"]
+                        for x in items
+                        if x["idle_window_s"]
+                    ]
+                ),
+                2,
+            ),
+            "move_ms": round(median([x["move_ms"] for x in items]), 4),
+            "move_ms_each": [x["move_ms"] for x in items],
+            "stalls_each": [sum(lag["stalls"] for lag in x.get("loop_lag", [])) for x in items],
         }
         for games, items in sorted(levels.items())
     }
@@ -466,6 +580,12 @@ def scaling(opts: argparse.Namespace) -> dict[str, Any]:
         for games, row in list(rows.items())[1:]
         if first and first["cpu_ms_per_move"]
     }
+    if first and first["move_ms"] > 0:
+        for games, row in list(rows.items())[1:]:
+            ratios[f"move {games}/{next(iter(rows))}"] = round(row["move_ms"] / first["move_ms"], 3)
+        each = [r["move_cost_ratios"] for r in runs if r.get("move_cost_ratios")]
+        for key in each[0] if each else {}:
+            ratios[f"move {key} per rep"] = [e.get(key) for e in each]
     return {"levels": rows, "ratios": ratios, "runs": runs}
 
 
@@ -569,11 +689,19 @@ def print_scaling(result: dict[str, Any]) -> None:
             " ".join(f"{v:.3f}" for v in row["cpu_ms_per_move_each"]),
             f"{row['p99_ms']:.2f}",
             str(row["errors"]),
+            f"{row['idle_us_per_socket_s']:.2f}",
+            f"{row['move_ms']:.3f}",
+            " ".join(f"{v:.3f}" for v in row["move_ms_each"]),
         ]
         for games, row in result["levels"].items()
     ]
-    print(table(["live games", "moves/s", "CPU ms/move", "each rep", "p99 ms", "errors"], rows))
-    print(", ".join(f"{k}: {v:.2f}x" for k, v in result["ratios"].items()))
+    header = ["live games", "moves/s", "CPU ms/move", "each rep", "p99 ms", "errors"]
+    print(table([*header, "idle us/socket/s", "move ms", "each rep"], rows))
+    print(
+        ", ".join(
+            f"{k}: {v:.2f}x" for k, v in result["ratios"].items() if isinstance(v, float | int)
+        )
+    )
 
 
 def main() -> None:
@@ -588,7 +716,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each target")
     parser.add_argument("--edges", type=int, default=2, help="edges of the cluster")
     parser.add_argument(
-        "--targets", default="cluster,relay-redis,relay-single", help="comma-separated subset"
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)}",
     )
     parser.add_argument(
         "--bench-arg", action="append", default=[], help="extra xlmate bench argument (repeat)"

@@ -10,6 +10,7 @@ its connections.  Frozen objects that grow round after round with no socket open
 what a closed socket left in frozen cycles (BENCHMARKS.md, "The GC pause").
 
     benchmarks/freeze_leak.py --sockets 2000 --rounds 4
+    benchmarks/freeze_leak.py --close abort                  # clients that just vanish
     benchmarks/freeze_leak.py --env XLMATE_LOOP=asyncio      # no freezer there: the control
 """
 
@@ -71,7 +72,16 @@ async def open_sockets(url: str, secret: str, count: int) -> list[ClientConnecti
     return links
 
 
-async def rounds(cluster: Cluster, base: str, url: str, sockets: int, count: int) -> None:
+async def close_all(links: list[ClientConnection], how: str) -> None:
+    """Close every socket: a closing handshake each, or (``abort``) end the TCP connection."""
+    if how == "abort":
+        for ws in links:
+            ws.transport.abort()
+    else:
+        await asyncio.gather(*(ws.close() for ws in links))
+
+
+async def rounds(cluster: Cluster, base: str, url: str, sockets: int, count: int, how: str) -> None:
     before = scrape(base)
     print(f"start: frozen {before.get('xlmate_gc_frozen_objects', 0):.0f}", flush=True)
     for number in range(1, count + 1):
@@ -80,7 +90,7 @@ async def rounds(cluster: Cluster, base: str, url: str, sockets: int, count: int
         opened = time.perf_counter() - started
         await asyncio.sleep(HOLD_S)
         held = scrape(base)
-        await asyncio.gather(*(ws.close() for ws in links))
+        await close_all(links, how)
         await asyncio.sleep(SETTLE_S)
         after = scrape(base)
         print(
@@ -97,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sockets", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--close", choices=("clean", "abort"), default="clean")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the edge")
     args = parser.parse_args()
     raise_nofile()
@@ -107,7 +118,7 @@ def main() -> None:
             cluster.start_broker()
             edge = cluster.start_edge("eu-west", env=env)
             time.sleep(2)
-            asyncio.run(rounds(cluster, edge.http, edge.url, args.sockets, args.rounds))
+            asyncio.run(rounds(cluster, edge.http, edge.url, args.sockets, args.rounds, args.close))
         finally:
             cluster.terminate(15)  # SIGTERM: exit handlers run (e.g. benchmarks/lagprobe)
             cluster.stop()

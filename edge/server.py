@@ -65,6 +65,7 @@ from xlmate.edge.session import Flusher, Session, TokenBucket, client_address
 from xlmate.edge.shardbus import ShardedBus
 from xlmate.edge.shardmap import BrokerAddress, Routing, static_routes
 from xlmate.edge.views import GameViews
+from xlmate.edge.wsconn import EdgeConnection
 from xlmate.heartbeat import Heartbeat, Reply
 from xlmate.httpd import HttpRequest, OriginPolicy, Router, json_response, metrics_response
 from xlmate.lifecycle import run_server
@@ -217,6 +218,7 @@ class EdgeServer:
             cfg.host,
             cfg.port,
             process_request=self.routes().process_request,
+            create_connection=EdgeConnection,  # no reference cycle per closed socket
             max_size=MAX_CLIENT_FRAME,
             max_queue=16,
             ping_interval=20,

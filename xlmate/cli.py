@@ -534,6 +534,13 @@ def game_new(
 @click.option("--think-ms", default=0.0, show_default=True, help="closed loop: pause per move")
 @click.option("--discovery", "discovery_url", help="drive a running cluster (XLMATE_SECRET)")
 @click.option("--target-url", "target_urls", multiple=True, help="drive a plain relay (repeat)")
+@click.option(
+    "--relay-protocol",
+    type=click.Choice(["ws", "socketio"]),
+    default="ws",
+    show_default=True,
+    help="relays: plain WebSocket frames, or Socket.IO 4 (benchmarks/socketio)",
+)
 @click.option("--edges", default=2, show_default=True, help="edges of the cluster it starts")
 @click.option(
     "--shards", default=1, show_default=True, help="broker shards of the cluster it starts"
@@ -587,6 +594,7 @@ def bench(
     think_ms: float,
     discovery_url: str | None,
     target_urls: tuple[str, ...],
+    relay_protocol: str,
     edges: int,
     shards: int,
     fsync: str,
@@ -633,6 +641,7 @@ def bench(
             think_ms=think_ms,
             discovery_url=discovery_url,
             target_urls=target_urls,
+            relay_protocol=relay_protocol,  # type: ignore[arg-type]
             edges=edges,
             shards=shards,
             fsync=fsync,  # type: ignore[arg-type]

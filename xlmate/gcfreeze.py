@@ -16,17 +16,19 @@ are freed first: the oldest generation then only ever holds objects younger than
 a second, and a full collection costs next to nothing whatever the number of
 sockets.
 
-What it leaks, measured (``benchmarks/freeze_leak.py``): objects that were
-frozen while alive are never collected once they become garbage.  A real edge on
-uvloop keeps ~11 frozen objects (~20 allocated blocks) per socket closed after it
-was frozen (flat without the freezer); on asyncio's own loop, 6 more per closed
-socket (the selector transport and its bound ``_read_ready``), so
-``freeze_wanted`` says no on any loop but uvloop.  To bound that, the freezer
-*thaws* every ``thaw_every`` seconds (10 minutes by default): ``gc.unfreeze()``
-then one full collection, which frees what closed sockets left and costs one
-full-collection pause (300-600 ms at 5,000 sockets) per thaw instead of one every
-10-100 s.  ``xlmate_gc_frozen_objects`` shows what is frozen: per connection it
-saws up between thaws and drops at each; growing across thaws, something leaks.
+What it could leak: objects frozen while alive are never collected once they
+become cyclic garbage.  A real edge on uvloop used to leave ~11 frozen objects
+per socket closed after it was frozen (~13 when the client just dropped the TCP
+connection): websockets' protocol <-> parser cycles, which ``edge/wsconn.py`` now
+breaks when a connection is lost, so a closed socket is freed by reference
+counting (``benchmarks/freeze_leak.py`` measures it).  On asyncio's own loop the
+selector transport and its bound ``_read_ready`` make 6 more per closed socket,
+so ``freeze_wanted`` says no on any loop but uvloop.  For cycles nobody has
+found yet, the freezer still *thaws* every ``thaw_every`` seconds (10 minutes by
+default): ``gc.unfreeze()`` then one full collection, one full-collection pause
+(300-600 ms at 5,000 sockets) per thaw instead of one every 10-100 s.
+``xlmate_gc_frozen_objects`` shows what is frozen: it should follow the open
+connections; growing with connections closed, something leaks.
 
 ``XLMATE_GC_FREEZE`` overrides: ``auto`` (the default: on with uvloop, off
 otherwise) or ``off``; ``XLMATE_GC_THAW_S`` sets the thaw period (seconds).

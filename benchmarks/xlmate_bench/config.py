@@ -6,8 +6,9 @@ Three kinds of target:
 - ``discovery``: drive a running cluster; seats are minted with
   ``XLMATE_SECRET`` (like ``xlmate game new``) and placed by discovery;
 - ``relay``: connect players straight to ``{url}/v1/games/{id}/ws`` of plain
-  relays (the baselines in ``benchmarks/``); relays do not ack, so a move
-  "lands" when the opponent receives it, exactly as for the cluster.
+  relays (the baselines in ``benchmarks/``), or to Socket.IO servers
+  (``relay_protocol="socketio"``); relays do not ack, so a move "lands" when
+  the opponent receives it, exactly as for the cluster.
 
 Two load shapes: closed loop (``rate is None``: each game has exactly one move
 in flight, the next is sent when the opponent received the last) and open loop
@@ -22,6 +23,7 @@ from typing import Final, Literal
 from xlmate_bench import BenchError
 
 ClientKind = Literal["thin", "gameclient"]
+RelayProtocol = Literal["ws", "socketio"]
 FsyncPolicy = Literal["always", "interval", "never"]
 
 DEFAULT_REGIONS: Final = ("eu-west", "us-east", "ap-south", "sa-east", "af-south", "oc-east")
@@ -39,6 +41,7 @@ class BenchConfig:
     # targets: at most one of discovery_url / target_urls; neither means "launch"
     discovery_url: str | None = None
     target_urls: tuple[str, ...] = ()
+    relay_protocol: RelayProtocol = "ws"  # relays: plain WebSocket frames, or Socket.IO 4
     edges: int = 2
     shards: int = 1  # broker shards of the launched cluster
     regions: tuple[str, ...] = DEFAULT_REGIONS
@@ -82,6 +85,8 @@ class BenchConfig:
             raise BenchError("--scaling measures the cluster, not relays")
         if self.level_idle_s < 0 or (self.level_idle_s and not self.scaling):
             raise BenchError("--level-idle is a positive number of seconds, with --scaling")
+        if self.relay_protocol != "ws" and not self.target_urls:
+            raise BenchError("--relay-protocol is for relays (--target-url)")
         if self.client == "gameclient" and self.target_urls:
             raise BenchError("--client gameclient speaks to the cluster only (relays send no sync)")
         if self.idle_connections < 0:

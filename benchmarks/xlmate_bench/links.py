@@ -9,6 +9,11 @@ relay's ``hello``), then hands every later message, decoded, to an async
   works unchanged against the relays (which forward frames as they are).  It
   can pick its source address (``local_addr``), which the edges' per-IP limit
   needs for thousands of sockets.
+- ``SocketIOLink``: a ``ThinLink`` speaking Socket.IO 4 (Engine.IO 4 over a
+  WebSocket, no long-polling) to the Socket.IO baseline
+  (``benchmarks/socketio/server.js``): the same frames, each carried as the
+  argument of an ``m`` event (``42["m",{...}]``); it answers the server's
+  Engine.IO pings (``2`` -> ``3``) as the Socket.IO client library does.
 - ``GameClientLink``: ``xlmate.client.GameClient`` (discovery-free: it is
   given the edge URL), to measure what the real client library costs.
 
@@ -65,6 +70,12 @@ def player_url(base: str, game_id: str, token: str | None) -> str:
     return f"{base}/v1/games/{game_id}/ws?{query}"
 
 
+def socketio_url(base: str, game_id: str) -> str:
+    """The Socket.IO 4 WebSocket endpoint of ``base``, for game ``game_id``."""
+    query = urllib.parse.urlencode({"EIO": "4", "transport": "websocket", "game": game_id})
+    return f"{base}/socket.io/?{query}"
+
+
 async def ignore(_link: Link, _message: Message) -> None:
     """The handler of idle sockets: read everything (so pings get answered), do nothing."""
 
@@ -110,15 +121,25 @@ class ThinLink:
             proxy=None,
             **kwargs,
         )
+        await self._opened(self._ws, timeout)
         self._reader = asyncio.create_task(self._read(self._ws))
         await asyncio.wait_for(self._ready.wait(), timeout)
 
+    async def _opened(self, ws: ClientConnection, timeout: float) -> None:
+        """What a protocol on top of the WebSocket does before reading: nothing here."""
+
+    def _decoder(self) -> Callable[[str | bytes], Message | None]:
+        """Frame -> message (None: a frame of the transport, not a message)."""
+        return orjson.loads
+
     async def _read(self, ws: ClientConnection) -> None:
         """Read frames until the socket closes; report an unasked-for close to the handler."""
-        ready, handler, loads = self._ready, self.handler, orjson.loads
+        ready, handler, decode = self._ready, self.handler, self._decoder()
         try:
             async for frame in ws:
-                message = loads(frame)
+                message = decode(frame)
+                if message is None:
+                    continue
                 kind = message.get("type")
                 if kind == "sync":
                     self._on_sync(int(message.get("v", 0)), ready.is_set())
@@ -181,6 +202,41 @@ class ThinLink:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
+
+
+class SocketIOLink(ThinLink):
+    """One player over Socket.IO 4 (see the module docstring); the URL is ``socketio_url``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pongs: set[asyncio.Task[None]] = set()
+
+    async def _opened(self, ws: ClientConnection, timeout: float) -> None:
+        """Engine.IO's open packet (``0{...}``), then connect to the main namespace (``40``)."""
+        first = await asyncio.wait_for(ws.recv(), timeout)
+        if not isinstance(first, str) or not first.startswith("0"):
+            raise OSError(f"not an Engine.IO 4 open packet: {first!r:.80}")
+        await ws.send("40")
+
+    def _decoder(self) -> Callable[[str | bytes], Message | None]:
+        loads, ws, pongs = orjson.loads, self._ws, self._pongs
+
+        def decode(frame: str | bytes) -> Message | None:
+            if isinstance(frame, str) and frame.startswith("42"):
+                event: list[Any] = loads(frame[2:])  # ["m", {...}]
+                message: Message = event[1]
+                return message
+            if frame == "2" and ws is not None:  # Engine.IO ping: answer, as clients do
+                pong = asyncio.ensure_future(ws.send("3"))
+                pongs.add(pong)
+                pong.add_done_callback(pongs.discard)
+            return None  # "40{...}" (namespace joined), "3", ...
+
+        return decode
+
+    async def _send(self, text: str) -> None:
+        """One ``m`` event carrying the frame."""
+        await super()._send(f'42["m",{text}]')
 
 
 class GameClientLink:

@@ -4,7 +4,8 @@ A planner turns "game number ``n``" into two links (not yet open), white's and
 black's, and takes back what it gave (a source address) when a link closes.
 
 - ``RelayPlanner``: players straight to relays (the baselines), white on
-  ``urls[n % k]``, black on the next one; no tokens.
+  ``urls[n % k]``, black on the next one; no tokens; plain WebSockets, or
+  Socket.IO (``--relay-protocol socketio``) for the Socket.IO baseline.
 - ``ClusterPlanner``: seats minted like ``xlmate game new``, each player placed
   by discovery in its region (white in one region, black in the next).
 
@@ -27,7 +28,15 @@ from xlmate.tokens import Clock, mint_seat_token
 from xlmate_bench import BenchError
 from xlmate_bench.cluster import http_json_async
 from xlmate_bench.config import BenchConfig
-from xlmate_bench.links import GameClientLink, Handler, Link, ThinLink, player_url
+from xlmate_bench.links import (
+    GameClientLink,
+    Handler,
+    Link,
+    SocketIOLink,
+    ThinLink,
+    player_url,
+    socketio_url,
+)
 from xlmate_bench.stats import Stats
 
 
@@ -107,8 +116,13 @@ class _BasePlanner:
     ) -> Link:
         """A ``ThinLink`` to ``target``, from a source address the book picks."""
         local = self.book.acquire(target)
-        link = ThinLink(
-            player_url(target, game_id, token),
+        link_class, url = (
+            (SocketIOLink, socketio_url(target, game_id))
+            if self.config.relay_protocol == "socketio"
+            else (ThinLink, player_url(target, game_id, token))
+        )
+        link = link_class(
+            url,
             color,
             handler,
             local_addr=local,

@@ -68,12 +68,13 @@ class Sample:
 
 
 class Watched:
-    """A process whose CPU and memory the report shows."""
+    """A process whose CPU and memory the report shows (and its loop-lag metrics URL)."""
 
-    def __init__(self, name: str, role: str, pid: int) -> None:
+    def __init__(self, name: str, role: str, pid: int, metrics_url: str | None = None) -> None:
         self.name = name
         self.role = role
         self.pid = pid
+        self.metrics_url = metrics_url
         self._proc: psutil.Process | None
         try:
             self._proc = psutil.Process(pid)
@@ -183,6 +184,18 @@ def system_cpu_s(stats: Sequence[ProcessStats]) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopLag:
+    """One process's event loop over one window (``xlmate_bench.lagwatch``)."""
+
+    name: str
+    samples: int
+    stalls: int
+    max_gt_ms: float  # the longest lag is more than this ...
+    max_le_ms: float | None  # ... and at most this (None: past the last bucket)
+    max_ms: float | None = None  # exact, where the process is this one
+
+
+@dataclass(frozen=True, slots=True)
 class EdgeMemory:
     """RSS that an edge (or relay) gained per connection it holds."""
 
@@ -226,6 +239,7 @@ class LevelReport:
     idle_us_per_socket_s: float = 0.0  # idle system CPU / sockets / second
     move_ms: float = 0.0  # (system CPU - idle CPU rate x window) / moves
     idle_processes: list[ProcessStats] = field(default_factory=list)
+    loop_lag: list[LoopLag] = field(default_factory=list)  # each process's stalls, moving window
 
 
 @dataclass
@@ -254,6 +268,7 @@ class RunReport:
     scaling: list[LevelReport] = field(default_factory=list)
     scaling_ratios: dict[str, float] = field(default_factory=dict)
     move_cost_ratios: dict[str, float] = field(default_factory=dict)  # move_ms vs first level
+    loop_lag: list[LoopLag] = field(default_factory=list)  # each process's stalls, the window
 
     @property
     def error_total(self) -> int:
@@ -286,6 +301,20 @@ def _process_table(stats: Sequence[ProcessStats]) -> str:
     """The per-process CPU/RSS table."""
     rows = [[p.name, str(p.pid), f"{p.cpu_percent:.1f}", f"{p.rss_mib:.1f}"] for p in stats]
     return table(["process", "pid", "cpu %", "rss MiB"], rows)
+
+
+def _lag_table(lags: Sequence[LoopLag]) -> str:
+    """Each process's event-loop stalls over the window."""
+
+    def longest(lag: LoopLag) -> str:
+        if lag.max_ms is not None:
+            return f"{lag.max_ms:.1f}"
+        if lag.max_le_ms is None:
+            return f"> {lag.max_gt_ms:.0f}"
+        return f"{lag.max_gt_ms:.0f}-{lag.max_le_ms:.0f}"
+
+    rows = [[lag.name, str(lag.samples), str(lag.stalls), longest(lag)] for lag in lags]
+    return table(["loop", "samples", "stalls >= 50 ms", "longest lag ms"], rows)
 
 
 def _host_line(host: dict[str, float]) -> str:
@@ -357,6 +386,8 @@ def format_report(report: RunReport) -> str:
             f"system CPU {report.cpu_ms_per_move:.3f} ms per move"
         )
         lines += ["", _process_table(report.processes), _host_line(report.host)]
+        if report.loop_lag:
+            lines += ["", _lag_table(report.loop_lag)]
     if report.idle is not None:
         idle = report.idle
         lines += [
@@ -445,4 +476,6 @@ def format_report(report: RunReport) -> str:
                 _process_table(level.processes),
                 _host_line(level.host),
             ]
+            if level.loop_lag:
+                lines += [_lag_table(level.loop_lag)]
     return "\n".join(lines)

@@ -9,16 +9,26 @@ sequences them.
 
 Phases of a run: set up the target, open the idle connections and measure idle
 CPU and memory, open the measured games, warm up, measure (once, or once per
-``--scaling`` level).  Whatever happens, the driver, the idle sockets, the
-progress line and the started cluster are stopped in that order.
+``--scaling`` level).
+
+Once its sockets are open (before each warmup), the load generator runs one full
+collection and ``gc.freeze()``s what it holds (``_freeze_heap``): with 10,000
+sockets it holds ~800,000 objects, and a full collection over them stopped it
+for up to 1.6 s mid-window, a stall that landed in every target's latencies
+(BENCHMARKS.md).  Its own loop lag is reported with the others'.
+
+Whatever happens, the driver, the idle sockets, the progress line and the
+started cluster are stopped in that order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from xlmate_bench.cluster import raise_nofile
@@ -26,11 +36,13 @@ from xlmate_bench.config import BenchConfig
 from xlmate_bench.driver import Driver
 from xlmate_bench.games import Script, game_pool
 from xlmate_bench.idle import IdlePool
+from xlmate_bench.lagwatch import LagWatch, OwnProbe
 from xlmate_bench.report import (
     EdgeMemory,
     IdleReport,
     Latency,
     LevelReport,
+    LoopLag,
     ProcessStats,
     RunReport,
     format_report,
@@ -83,6 +95,12 @@ def _scenario(config: BenchConfig) -> dict[str, Any]:
     }
 
 
+def _freeze_heap() -> None:
+    """Collect, then keep what this process holds out of later collections (docstring)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _measure_idle(
     config: BenchConfig, target: Target, stats: Stats, idle: IdlePool
 ) -> IdleReport:
@@ -127,21 +145,32 @@ async def _measure_idle(
     return report
 
 
-async def _window(
-    config: BenchConfig, target: Target, stats: Stats
-) -> tuple[float, list[ProcessStats], float, dict[str, float]]:
-    """Warm up, then measure one window: (wall s, process stats, system CPU s, machine)."""
+@dataclass
+class Window:
+    """One measured window: wall s, process stats, system CPU s, machine, loop stalls."""
+
+    wall: float
+    procs: list[ProcessStats]
+    cpu: float
+    host: dict[str, float]
+    lags: list[LoopLag]
+
+
+async def _window(config: BenchConfig, target: Target, stats: Stats, lag: LagWatch) -> Window:
+    """Warm up, then measure one window."""
     stats.phase = "warmup"
     await asyncio.sleep(config.warmup)
     stats.phase = "measure"
+    await lag.begin()
     before = snapshot(target.watched)
     t0 = stats.open_window()
     await asyncio.sleep(config.duration)
     t1 = stats.close_window()
     after = snapshot(target.watched)
+    lags = await lag.end()
     wall = t1 - t0
     procs = window_stats(target.watched, before, after, wall)
-    return wall, procs, system_cpu_s(procs), host_stats(before, after, procs, wall)
+    return Window(wall, procs, system_cpu_s(procs), host_stats(before, after, procs, wall), lags)
 
 
 async def run(config: BenchConfig) -> RunReport:
@@ -183,29 +212,41 @@ async def _drive(
     report = RunReport(label=label, target=target.description, scenario=_scenario(config))
     driver = Driver(config, target.planner, pool, stats)
     idle = IdlePool(target.planner, stats)
+    own = OwnProbe()
+    own.start()
+    lag = LagWatch(target.watched, own)
     try:
         if config.idle_connections:
             report.idle = await _measure_idle(config, target, stats, idle)
         if config.scaling:
-            await _run_scaling(config, target, stats, driver, report)
+            await _run_scaling(config, target, stats, driver, report, lag)
         else:
-            await _run_once(config, target, stats, driver, report)
+            await _run_once(config, target, stats, driver, report, lag)
     finally:
         stats.phase = "stopping"
+        await own.stop()
         await driver.stop()
         await idle.close()
     return report
 
 
 async def _run_once(
-    config: BenchConfig, target: Target, stats: Stats, driver: Driver, report: RunReport
+    config: BenchConfig,
+    target: Target,
+    stats: Stats,
+    driver: Driver,
+    report: RunReport,
+    lag: LagWatch,
 ) -> None:
     """All the games at once, one measurement window."""
     stats.phase = "connect"
     await driver.add_games(config.games)
+    _freeze_heap()
     driver.start_pacer()
-    wall, procs, cpu, host = await _window(config, target, stats)
-    report.host = host
+    window = await _window(config, target, stats, lag)
+    wall, procs, cpu = window.wall, window.procs, window.cpu
+    report.host = window.host
+    report.loop_lag = window.lags
     report.window_s = round(wall, 3)
     report.moves = len(stats.latencies)
     report.moves_per_s = round(report.moves / wall, 1)
@@ -240,7 +281,12 @@ async def _idle_window(
 
 
 async def _run_scaling(
-    config: BenchConfig, target: Target, stats: Stats, driver: Driver, report: RunReport
+    config: BenchConfig,
+    target: Target,
+    stats: Stats,
+    driver: Driver,
+    report: RunReport,
+    lag: LagWatch,
 ) -> None:
     """CPU per move at a fixed move rate as the number of live games grows.
 
@@ -251,12 +297,14 @@ async def _run_scaling(
     for level in sorted(set(config.scaling)):
         stats.phase = f"open {level}"
         await driver.add_games(level - driver.slots)
+        _freeze_heap()
         idle: tuple[float, list[ProcessStats], float] | None = None
         if config.level_idle_s:
             idle = await _idle_window(config, target, stats, driver)
         driver.start_pacer()
         errors_before = sum(stats.errors.values())
-        wall, procs, cpu, host = await _window(config, target, stats)
+        window = await _window(config, target, stats, lag)
+        wall, procs, cpu = window.wall, window.procs, window.cpu
         moves = len(stats.latencies)
         result = LevelReport(
             games=level,
@@ -268,7 +316,8 @@ async def _run_scaling(
             cpu_ms_per_move=round(1000 * cpu / moves, 4) if moves else 0.0,
             errors=sum(stats.errors.values()) - errors_before,
             processes=procs,
-            host=host,
+            host=window.host,
+            loop_lag=window.lags,
         )
         if idle is not None:
             idle_wall, idle_procs, idle_cpu = idle

@@ -97,7 +97,8 @@ def setup(config: BenchConfig, stats: Stats) -> Target:
             shutil.rmtree(own, ignore_errors=True)
         raise
     for proc in cluster.procs:
-        watched.append(Watched(proc.name, proc.role, proc.pid))
+        metrics = proc.health_url.removesuffix("/healthz") + "/metrics"
+        watched.append(Watched(proc.name, proc.role, proc.pid, metrics))
     for edge in cluster.edges:
         urls[edge.url] = edge.proc.name
     return Target(
@@ -173,12 +174,17 @@ def _start_all(
 
 
 def _watched(config: BenchConfig) -> tuple[list[Watched], dict[str, str]]:
-    """``--watch`` entries as watched processes, and relay URLs to their names."""
+    """``--watch`` entries as watched processes, and relay URLs to their names.
+
+    A relay with a URL serves its loop-lag metrics on the same port: ``ws://host:port``
+    -> ``http://host:port/metrics``.
+    """
     watched, urls = [], {}
     for name, pid in config.watch:
         base, _, url = name.partition("@")
         role = base.split("-")[0]
-        watched.append(Watched(base, role, pid))
+        metrics = re.sub(r"^ws", "http", url.rstrip("/")) + "/metrics" if url else None
+        watched.append(Watched(base, role, pid, metrics))
         if url:
             urls[url] = base
     return watched, urls

@@ -15,6 +15,7 @@ import pytest
 from tests.integration.cluster import XLMATE, free_port, wait_until
 from xlmate.broker.game import Game, TimeControl
 from xlmate.messages import Move
+from xlmate_bench import nodeapp
 from xlmate_bench.games import game_pool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,6 +136,69 @@ def test_tiny_run_against_a_plain_relay(tmp_path: Path, relay: Any) -> None:
     assert_sane(report)
     assert report["ack_latency_ms"] is None  # relays do not ack
     assert [p["role"] for p in report["processes"]] == ["loadgen", "relay"]
+    # the relay's loop-lag probe, read from its /metrics, and the load generator's own
+    lags = {lag["name"]: lag for lag in report["loop_lag"]}
+    assert set(lags) == {"loadgen", "relay"}
+    assert all(lag["samples"] > 0 for lag in lags.values())
+
+
+def start_process(args: list[str], log: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start ``args`` and wait until it listens on loopback ``port``."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, 20, f"{args[0]} to listen on {port}")
+    return proc
+
+
+def test_tiny_run_against_the_socketio_baseline(tmp_path: Path) -> None:
+    """--relay-protocol socketio drives two Socket.IO 4 + Redis adapter processes."""
+    app = nodeapp.install(tmp_path / "socketio")  # npm ci of the pinned baseline
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        redis_port = free_port()
+        procs.append(
+            start_process(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
+                tmp_path / "redis.log",
+                redis_port,
+            )
+        )
+        args = []
+        for side in ("a", "b"):
+            port = free_port()
+            node = start_process(
+                [
+                    *("node", str(app / "server.js"), "--port", str(port)),
+                    *("--redis-url", f"redis://127.0.0.1:{redis_port}"),
+                ],
+                tmp_path / f"sio-{side}.log",
+                port,
+            )
+            procs.append(node)
+            url = f"ws://127.0.0.1:{port}"
+            args += ["--target-url", url, "--watch", f"sio-{side}={node.pid}@{url}"]
+        report = run_bench(
+            tmp_path,
+            *args,
+            *("--relay-protocol", "socketio", "--games", "3", "--think-ms", "20"),
+            *("--duration", "2", "--warmup", "0.5"),
+        )
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+    assert_sane(report)  # white on one process, black on the other: moves crossed Redis
+    assert [p["name"] for p in report["processes"]] == ["loadgen", "sio-a", "sio-b"]
+    assert all(p["cpu_s"] > 0 for p in report["processes"])
+    lags = {lag["name"]: lag for lag in report["loop_lag"]}
+    assert set(lags) == {"loadgen", "sio-a", "sio-b"}  # Node's probe answers /metrics too
+    assert all(lag["samples"] > 0 for lag in lags.values())
 
 
 def test_without_the_bench_extra_xlmate_bench_says_what_to_install(tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.integration.cluster import SECRET, Cluster, eventually, http_get_async, http_json_async
 from xlmate.client import CommandFailed, GameClient
@@ -244,6 +246,55 @@ async def test_edges_freeze_their_objects_on_uvloop_only(cluster: Cluster) -> No
 
     await eventually(ran_two_seconds, 20, "the asyncio edge to run for two seconds")
     assert await metric(plain_edge.http, "xlmate_gc_frozen_objects") == 0
+
+
+async def test_closed_sockets_leave_nothing_frozen_on_the_edge(cluster: Cluster) -> None:
+    """Sockets frozen while open, then closed or aborted, are freed (edge/wsconn.py)."""
+    cluster.start_broker()
+    edge = cluster.start_edge("eu-west")
+    count = 300  # without edge/wsconn.py each would leave ~11 frozen objects: 3,300
+
+    async def frozen() -> float:
+        return await metric(edge.http, "xlmate_gc_frozen_objects")
+
+    async def none_open() -> bool:
+        return await metric(edge.http, "xlmate_edge_connections") == 0
+
+    async def open_all(n: int) -> list[ClientConnection]:
+        async def seat(number: int) -> ClientConnection:
+            game, color = f"frz-{number // 2}", ("white", "black")[number % 2]
+            token = mint_seat_token(SECRET, game, color)
+            ws = await connect(
+                f"{edge.url}/v1/games/{game}/ws?token={token}",
+                local_addr=("127.0.0.2", 0),
+                compression=None,
+            )
+            await ws.recv()  # the sync: the edge's session exists
+            return ws
+
+        return list(await asyncio.gather(*(seat(n) for n in range(n))))
+
+    for ws in await open_all(10):  # lazy imports and first-use caches, before the baseline
+        await ws.close()
+    await eventually(frozen, 10, "the edge to freeze its objects")
+    await eventually(none_open, 10, "the warm-up sockets to go")
+    base = await frozen()
+    sockets = await open_all(count)
+
+    async def all_frozen() -> bool:  # the freezer ran with every socket open
+        return await frozen() > base + 5 * count
+
+    await eventually(all_frozen, 15, "the open sockets to be frozen")
+    for ws in sockets[: count // 2]:
+        await ws.close()
+    for ws in sockets[count // 2 :]:
+        ws.transport.abort()  # no closing handshake: the TCP connection just ends
+    await eventually(none_open, 15, "the edge to see every socket gone")
+
+    async def freed() -> bool:
+        return await frozen() < base + 3 * count
+
+    await eventually(freed, 15, "the closed sockets' frozen objects to be freed")
 
 
 async def test_discovery_placement_by_region_and_forgets_a_killed_edge(
