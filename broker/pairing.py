@@ -72,7 +72,7 @@ from xlmate.broker.replication import (
     encode_frame,
 )
 from xlmate.broker.standby_sync import StandbySession
-from xlmate.broker.termfile import load_member, load_term, store_term
+from xlmate.broker.termfile import load_member, load_term, next_boot, store_term
 from xlmate.config import tcp
 from xlmate.errors import WireError
 from xlmate.heartbeat import Reply
@@ -100,6 +100,8 @@ class Pairing:
         self.server = server
         self.config = cfg
         self.member = load_member(cfg.journal_dir)
+        self.boot = next_boot(cfg.journal_dir)  # (boot, beats) order our heartbeats
+        self.beats = 0
         self.me = f"{cfg.broker_id}.{self.member}"
         self.directory = cfg.journal_dir
         self.election = Election(
@@ -664,6 +666,7 @@ class Pairing:
         report = self.election.report(now)
         self.election.sent(report)
         self._hb_sent_at = now
+        self.beats += 1
         return report
 
     def on_discovery_reply(self, reply: Reply) -> None:

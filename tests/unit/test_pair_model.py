@@ -7,7 +7,8 @@ standby, acks them, serves snapshots and says hello.  Hypothesis drives it
 with arbitrary interleavings: time passing, messages delivered late or lost,
 links cut and healed, brokers SIGKILLed and restarted (on their journal and
 term file, which keeps their member id, or on a new empty disk, which makes a
-new one), heartbeats whose replies never arrive.
+new one), heartbeats whose replies never arrive, and heartbeats the broker
+gave up on that reach discovery late, after newer ones.
 
 The property: **no acked batch is ever lost**, which is what "never two
 brokers acking in the same shard" protects.  Whenever a broker becomes active
@@ -71,6 +72,11 @@ class Broker:
     hello_at: int | None = None
     # Discovery request in flight: (report, sent_at); reply waiting: (lease, sent_at).
     request: tuple[BrokerHeartbeat, int] | None = None
+    # Requests given up on (a newer one was sent, or the broker died) that were on the
+    # wire: discovery may still get them, late and out of order (Lazy Pirate).
+    strays: list[tuple[BrokerHeartbeat, int]] = field(default_factory=list)
+    boot: int = 1  # starts on this journal (<journal dir>/boots)
+    beats: int = 0  # heartbeats since this start
     reply: tuple[Lease, int] | None = None
 
     @property
@@ -330,6 +336,7 @@ class PairModel(RuleBasedStateMachine):
             return
         report = b.e.report(self.now)
         b.e.sent(report)
+        b.beats += 1
         hb = BrokerHeartbeat(
             id=b.id,
             shard=1,
@@ -345,7 +352,11 @@ class PairModel(RuleBasedStateMachine):
             in_sync=report.in_sync,
             peer=report.peer,
             repl="tcp://h:4",
+            boot=b.boot,
+            beat=b.beats,
         )
+        if b.request is not None:
+            b.strays.append(b.request)
         b.request, b.reply = (hb, self.now), None
 
     @rule(name=st.sampled_from(NAMES))
@@ -372,6 +383,17 @@ class PairModel(RuleBasedStateMachine):
         if b.alive and self.links[f"{name}D"]:
             self.apply(b, b.e.on_lease(lease, sent_at, self.now))
 
+    @rule(name=st.sampled_from(NAMES))
+    def stray_arrives(self, name: str) -> None:
+        """A request given up on reaches discovery after all, within a lease of being
+        sent (its reply goes nowhere)."""
+        b = self.brokers[name]
+        while b.strays:
+            hb, sent_at = b.strays.pop(0)
+            if self.now - sent_at <= LEASE_MS and self.links[f"{name}D"]:
+                self.discovery.beat(hb, self.now / 1000)
+                return
+
     @rule(link=st.sampled_from(("AB", "AD", "BD")))
     def toggle_link(self, link: str) -> None:
         self.links[link] = not self.links[link]
@@ -380,6 +402,8 @@ class PairModel(RuleBasedStateMachine):
     @rule(name=st.sampled_from(NAMES))
     def sigkill(self, name: str) -> None:
         b = self.brokers[name]
+        if b.request is not None:
+            b.strays.append(b.request)
         b.alive, b.request, b.reply = False, None, None
 
     @rule(name=st.sampled_from(NAMES), new_disk=st.booleans())
@@ -390,8 +414,9 @@ class PairModel(RuleBasedStateMachine):
         if b.alive:
             return
         b.alive = True
+        b.boot, b.beats = b.boot + 1, 0
         if new_disk:
-            b.disk, b.log, b.term_file = b.disk + 1, [], 0
+            b.disk, b.log, b.term_file, b.boot = b.disk + 1, [], 0, 1
             self.disk_replaced = True
         b.election = Election(
             b.id, term=b.term_file, lease_ms=LEASE_MS, now=self.now, empty=not b.log
@@ -473,5 +498,29 @@ def test_a_restarted_holder_does_not_ack_alone_while_its_standby_is_protector() 
             ("sigkill", {"name": "A"}),
             ("steady", {"ms": 351}),
             ("heal_and_settle", {}),
+        ]
+    )
+
+
+def test_a_late_heartbeat_does_not_name_the_standby_in_sync_after_the_active_went_alone() -> None:
+    """A heartbeat the active broker gave up on ("my standby is in sync") reaches discovery
+    after the newer one saying it is unprotected (and it acked alone): discovery ignores
+    it, so the standby is not granted the lease without those batches when the active
+    broker dies."""
+    replay(
+        [
+            ("steady", {"ms": 250}),
+            ("steady", {"ms": 250}),
+            ("toggle_link", {"link": "AB"}),
+            ("time_passes", {"ms": 1100}),
+            ("heartbeat_sent", {"name": "A"}),
+            ("tick", {"name": "A"}),
+            ("heartbeat", {"name": "A", "lose_reply": False}),
+            ("command", {"name": "A"}),
+            ("durability", {"name": "A"}),
+            ("stray_arrives", {"name": "A"}),
+            ("sigkill", {"name": "A"}),
+            ("toggle_link", {"link": "AB"}),
+            *[("steady", {"ms": 250})] * 10,
         ]
     )
