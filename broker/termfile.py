@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Final
 
@@ -50,16 +51,23 @@ def load_term(directory: Path) -> int:
 
 
 def next_boot(directory: Path) -> int:
-    """Count one more start on this journal (durably); the new count."""
+    """Count one more start on this journal (durably); the new count.
+
+    An unreadable count must not go back (discovery would ignore our heartbeats
+    as older than those of an earlier start), so it is replaced by the Unix time
+    in seconds, above any count of starts.
+    """
     path = directory / BOOTS_NAME
     try:
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         text = "0"
-    except (OSError, UnicodeError) as exc:
-        log.error("cannot read %s (%s): counting starts from 0", path, exc)
-        text = "0"
-    boot = (int(text) if text.isdigit() else 0) + 1
+    except (OSError, UnicodeError):
+        text = ""
+    if not text.isdigit():
+        text = str(int(time.time()))
+        log.error("%s is unreadable: counting starts from %s", path, text)
+    boot = int(text) + 1
     _write_durably(directory, BOOTS_NAME, str(boot))
     return boot
 
