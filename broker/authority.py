@@ -43,8 +43,8 @@ from xlmate.messages import command_from_wire
 from xlmate.wire import (
     AckMsg,
     AckRef,
+    CommandFields,
     CommandMsg,
-    EventMsg,
     EventsReply,
     FetchRequest,
     HeadMsg,
@@ -58,6 +58,7 @@ from xlmate.wire import (
     StateReply,
     edge_topic,
     encode,
+    encode_event,
     game_topic,
 )
 
@@ -185,7 +186,7 @@ class Authority:
 
     # --- commands ------------------------------------------------------------
 
-    def command(self, msg: CommandMsg, now_ms: int, batch: Batch) -> None:
+    def command(self, msg: CommandMsg | CommandFields, now_ms: int, batch: Batch) -> None:
         """Apply one player command; queue its events, ack or rejection."""
         self.commands_total += 1
         live = self.games.get(msg.game_id)
@@ -232,7 +233,7 @@ class Authority:
         """A move that came after a flag fell ends the game by timeout first."""
         self.due_game(live, now_ms, batch)
 
-    def _reject(self, msg: CommandMsg, code: str, text: str, batch: Batch) -> None:
+    def _reject(self, msg: CommandMsg | CommandFields, code: str, text: str, batch: Batch) -> None:
         self.rejected_total += 1
         reject = RejectMsg(
             game_id=msg.game_id, seat=msg.seat, command_id=msg.command_id, code=code, message=text
@@ -248,13 +249,15 @@ class Authority:
     ) -> None:
         """Publish ``events`` (and keep them for catch-up); the last one carries ``ack``."""
         topic, history, game_id = live.topic, live.history, live.game.game_id
+        frames = batch.frames
         last = events[-1] if events else None
         for event in events:
             data = event_json(event)
             v = event["v"]
             history.append((v, data))
             carried = ack if event is last else None
-            batch.publish(topic, encode(EventMsg(game_id=game_id, v=v, json=data, ack=carried)))
+            # == encode(EventMsg(...)) without the dataclass: one per move (xlmate.wire)
+            frames.append([topic, encode_event(game_id, v, data, carried)])
         self.events_total += len(events)
         self.touched.add(game_id)
 

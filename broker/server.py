@@ -69,7 +69,7 @@ from xlmate.supervision import Faults, Supervisor
 from xlmate.wire import (
     CTL_TOPIC,
     BrokerBeat,
-    CommandMsg,
+    CommandFields,
     EdgeBeat,
     FetchRequest,
     MissingReply,
@@ -78,9 +78,11 @@ from xlmate.wire import (
     PresenceReport,
     RejectMsg,
     decode,
+    decode_inbound,
     edge_topic,
     encode,
 )
+from xlmate.zmqnow import Readable, send_now
 
 log = logging.getLogger("xlmate.broker")
 
@@ -372,7 +374,7 @@ class BrokerServer:
         for sock, frames in messages:
             used.add(sock)
             try:
-                shadows[sock].send_multipart(frames, flags=zmq.NOBLOCK)
+                send_now(shadows[sock], frames)
             except zmq.ZMQError as exc:
                 log.debug("dropped an outgoing message: %s", exc)
         for sock in used:
@@ -501,28 +503,33 @@ class BrokerServer:
         return now
 
     async def _command_loop(self) -> None:
-        xsub, xsub_now = self.xsub, self._now_socket(self.xsub)
-        while True:
-            frames = await xsub.recv_multipart()
-            if self.pairing is not None and not self.pairing.accepting():
-                self._drop_while_not_accepting(xsub_now)
-                continue
-            batch = Batch()
-            now = self._now()
-            self._on_bus(frames, now, batch)
-            for _ in range(MAX_BATCH - 1):  # group what is already queued into one commit
-                try:
-                    frames = xsub_now.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._on_bus(frames, now, batch)
-            self._commit(batch, now)
+        """Each turn: wait for the XSUB socket, read what is queued (up to ``MAX_BATCH``), commit.
+
+        It waits with ``zmqnow.Readable`` rather than an awaited
+        ``recv_multipart``: no pyzmq future per turn (nothing else reads XSUB).
+        """
+        xsub_now = self._now_socket(self.xsub)
+        async with Readable(xsub_now) as readable:
+            while True:
+                await readable.wait()
+                if self.pairing is not None and not self.pairing.accepting():
+                    self._drop_while_not_accepting(xsub_now)
+                    continue
+                batch = Batch()
+                now = self._now()
+                for _ in range(MAX_BATCH):  # group what is already queued into one commit
+                    try:
+                        frames = xsub_now.recv_multipart(flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._on_bus(frames, now, batch)
+                self._commit(batch, now)
 
     def _drop_while_not_accepting(self, xsub_now: zmq.Socket[bytes]) -> None:
         """A standby (or a fenced active broker) drops what edges publish: they re-send."""
         assert self.pairing is not None
-        dropped = 1
-        for _ in range(MAX_BATCH - 1):
+        dropped = 0
+        for _ in range(MAX_BATCH):
             try:
                 xsub_now.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -540,11 +547,11 @@ class BrokerServer:
 
     def _on_bus_message(self, body: bytes, now: int, batch: Batch) -> None:
         try:
-            message = decode(body)
+            message = decode_inbound(body)  # a cmd as a tuple: one per move (xlmate.wire)
         except WireError:
             self._m_bad.labels("xsub").inc()
             return
-        if isinstance(message, CommandMsg):
+        if type(message) is CommandFields:
             # Hashed only for a game this broker does not hold: one dict lookup per move.
             if (
                 self._sharded
@@ -568,7 +575,7 @@ class BrokerServer:
         else:
             self._m_bad.labels("xsub").inc()
 
-    def _refuse_foreign(self, msg: CommandMsg, batch: Batch) -> None:
+    def _refuse_foreign(self, msg: CommandFields, batch: Batch) -> None:
         """A command for another shard's game (a misrouted or hand-made one): refuse, count."""
         self._m_wrong_shard.labels("cmd").inc()
         owner = f"{shard_of(msg.game_id, self.shard.count)}/{self.shard.count}"

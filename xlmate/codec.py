@@ -30,7 +30,7 @@ reflection: the broker encodes and decodes several messages per move.
 
     Message            base of every message class (KIND, KEYS, NESTED)
     Nested             protocol of a named value type carried in a field
-    Codec              encode / decode / from_map for one family
+    Codec              encode / decode / unpack / from_map for one family
 """
 
 from __future__ import annotations
@@ -159,15 +159,21 @@ class Codec:
         ``default_kind`` is the kind of a map that names none (a peer older
         than the kind key).
         """
+        return self.from_map(self.unpack(data), default_kind=default_kind)
+
+    def unpack(self, data: bytes) -> Any:
+        """The msgpack value in one frame, not yet checked as a message (``decode``'s first half).
+
+        ``WireError`` for what is not bytes, is over ``max_frame`` or is not msgpack.
+        """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise WireError("a frame must be bytes")
         if len(data) > self.max_frame:
             raise WireError(f"frame too large ({len(data)} bytes, limit {self.max_frame})")
         try:
-            raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            return msgpack.unpackb(data, raw=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises several unrelated types: convert them all
             raise WireError(f"not msgpack: {type(exc).__name__}") from exc
-        return self.from_map(raw, default_kind=default_kind)
 
     def from_map(self, raw: Any, *, default_kind: str | None = None) -> Any:
         """The message in an already unpacked map; ``WireError`` if it is not one."""

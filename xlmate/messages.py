@@ -163,13 +163,29 @@ def command_to_wire(body: GameCommand) -> dict[str, str]:
     return {"t": "takeback", "a": body.action}
 
 
+# ``Move`` by UCI text, for ``command_from_wire``: a ``Move`` is immutable, so one
+# instance serves every command naming that move.  Only valid UCI goes in
+# (``Move`` checks it first), so it holds at most 64 x 64 x 5 entries.
+_MOVES: dict[str, Move] = {}
+
+
 def command_from_wire(raw: Any) -> GameCommand:
-    """Rebuild a game command from its bus form; raise ``ProtocolError`` if malformed."""
+    """Rebuild a game command from its bus form; raise ``ProtocolError`` if malformed.
+
+    A move's ``Move`` comes from a cache of the UCI texts seen before: the
+    broker rebuilds one per move, and checking the text with the regular
+    expression and building the frozen dataclass cost more than the lookup.
+    """
     if not isinstance(raw, dict):
         raise ProtocolError(BAD_MESSAGE, "a command must be a map")
     kind = raw.get("t")
     if kind == "move":
-        return Move(raw.get("u"))  # type: ignore[arg-type]
+        uci = raw.get("u")
+        move = _MOVES.get(uci) if type(uci) is str else None
+        if move is None:
+            move = Move(uci)  # type: ignore[arg-type]  # (checks it: ProtocolError)
+            _MOVES[move.uci] = move
+        return move
     if kind == "resign":
         return Resign()
     if kind == "draw":

@@ -12,6 +12,12 @@ forwarded untouched by every edge.
 Topics (first frame of broker -> edge messages):
 ``game:<id>`` events, heads and presence of one game; ``edge:<id>`` acks and
 rejections for one edge; ``ctl`` the broker's heartbeat.
+
+Two fast paths serve the broker, which handles both messages of every move
+(``decode_inbound`` and ``CommandFields`` for the ``cmd`` it reads,
+``encode_event`` for the ``ev`` it publishes): the same bytes and the same
+checks as ``decode`` and ``encode``, without a frozen dataclass per message
+(tests/unit/test_wire_fast_paths.py holds them equal).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, NamedTuple, TypeVar
 
-from xlmate.codec import Codec, Message
+import msgpack
+
+from xlmate.codec import KIND_KEY, Codec, Message
 from xlmate.constants import COLORS, Color
 from xlmate.errors import WireError
 
@@ -440,3 +448,72 @@ def decode(data: bytes) -> BusMessage:
 def decode_as(data: bytes, expected: type[M]) -> M:
     """Decode and insist on one message class."""
     return BUS.decode_as(data, expected)
+
+
+# --- the broker's fast paths (one of each per move) --------------------------------
+
+
+class CommandFields(NamedTuple):
+    """A ``cmd`` as ``decode_inbound`` returns it: ``CommandMsg``'s fields, checked alike.
+
+    The same attribute names as ``CommandMsg``, so code that reads a command
+    takes either.  A tuple because the broker decodes one per move and a
+    frozen dataclass costs several times more to build (one
+    ``object.__setattr__`` per field, then ``__post_init__``).
+    """
+
+    game_id: str
+    edge_id: str
+    seat: Color
+    command_id: str
+    command: dict[str, Any]
+
+
+def decode_inbound(data: bytes) -> BusMessage | CommandFields:
+    """``decode``, except that a ``cmd`` comes back as ``CommandFields``.
+
+    Every frame ``decode`` refuses, this refuses (``WireError``), and every
+    other frame gives what ``decode`` gives; a ``cmd`` gives the fields of
+    the ``CommandMsg`` that ``decode`` would build, after the same checks.
+    """
+    raw = BUS.unpack(data)
+    if type(raw) is dict and raw.get(KIND_KEY) == "cmd":
+        return _command_fields(raw)
+    message: BusMessage = BUS.from_map(raw)
+    return message
+
+
+def _command_fields(raw: dict[str, Any]) -> CommandFields:
+    """The fields of a ``cmd`` map: ``CommandMsg.__post_init__``'s checks, written inline."""
+    try:
+        game_id, edge_id, seat = raw["g"], raw["e"], raw["s"]
+        command_id, command = raw["i"], raw["c"]
+    except KeyError as exc:
+        raise WireError(f"cmd without {exc.args[0]}") from None
+    if not (
+        isinstance(game_id, str)
+        and 0 < len(game_id) <= 128
+        and isinstance(edge_id, str)
+        and 0 < len(edge_id) <= 128
+        and seat in COLORS
+        and isinstance(command_id, str)
+        and 0 < len(command_id) <= 128
+        and isinstance(command, dict)
+    ):
+        raise WireError("bad cmd")
+    return CommandFields(game_id, edge_id, seat, command_id, command)
+
+
+def encode_event(game_id: str, v: int, json: bytes, ack: AckRef | None) -> bytes:
+    """``encode(EventMsg(game_id=..., v=..., json=..., ack=...))``, without the message.
+
+    For the broker, whose values are checked already: the id of a game it
+    holds, the ``v`` it assigned, JSON it wrote, the ack reference of a
+    checked command.  The map is ``EventMsg``'s, key for key in the codec's
+    order, so the bytes are the same.
+    """
+    data: bytes = msgpack.packb(
+        {"k": "ev", "g": game_id, "v": v, "j": json, "a": None if ack is None else list(ack)},
+        use_bin_type=True,
+    )
+    return data
