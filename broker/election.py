@@ -16,18 +16,22 @@ answers say.  The rules (docs/architecture.md, "Broker pairs"):
   first, so a broker with data wins the cold start.  An active broker claims
   on every heartbeat, which renews its lease.
 - **Promotion.**  A lease naming this broker as holder makes it active in the
-  lease's term (``Promote``; the glue persists the term before acting).  A
-  grant records the new active broker as unprotected at discovery, so it may
-  ack alone at once.  A broker's id is its journal's (``broker.termfile``), so
-  a broker restarted on its journal while discovery still names it holder
+  lease's term (``Promote``; the glue persists the term before acting, and
+  heartbeats at once).  A broker's id is its journal's (``broker.termfile``),
+  so a broker restarted on its journal while discovery still names it holder
   claims again, and discovery renews its lease (rule 1): everything it acked
-  is in that journal.
+  is in that journal.  A new active broker does *not* ack alone yet: the
+  lease that promoted it says nothing about whom discovery records as its
+  protector (a restarted holder resumes a lease whose protector is still the
+  standby it named before it died), so it acks alone only under the acking
+  rule below, like any active broker that lost its standby.
 - **Accepting.**  An active broker accepts commands only while it has heard,
   within one lease, discovery confirming its lease or its in-sync standby
   (``accepting``): cut off from both, it fences itself.
 - **Acking.**  An active broker with an in-sync standby acks a batch once the
   standby has acked it (the glue waits for that).  When the standby is lost,
-  it must first tell discovery (``in_sync=false``) and get an answer with its
+  (or has none yet, just promoted) it must first tell discovery, in a
+  heartbeat sent *as active* (``in_sync=false``), and get an answer with its
   lease still held in its term; only then ``alone`` is true and it acks
   without the standby.  Discovery then refuses the lease to that standby
   until this broker names it in sync again (discovery's rule 4).
@@ -180,8 +184,11 @@ class Election:
         self.role, self.term, self.lease_until = ACTIVE, term, until
         self.synced, self.active_id = False, None
         self.standby_id, self.standby_heard = None, None
-        # A grant leaves the new holder unprotected at discovery: it may ack alone.
-        self.alone, self._reported_alone = True, True
+        # Not alone yet: discovery may still record a protector for this lease (a
+        # holder restarted on its journal resumes the lease it held, protected by the
+        # standby it named then).  The next heartbeat, sent as active, says
+        # in_sync=false; discovery's answer to it lets us ack alone.
+        self.alone, self._reported_alone = False, False
 
     def _higher_term(self, term: int, why: str) -> Effect:
         self.term = term

@@ -13,6 +13,9 @@ decisions are made by the pure ``broker.election.Election``; the frames are
   the snapshot's seq it is in sync and protects us.  A standby that leaves a
   batch unacked, or is silent, for ``--standby-wait-ms`` is lost: we tell
   discovery at once (``in_sync=false``) and ack alone only after its answer.
+  So does a broker just promoted: it beats discovery at once and acks alone
+  once the answer confirms its lease (a restarted holder resumes a lease whose
+  recorded protector is still its old standby until then).
 - **Standby.**  It says hello until it gets a snapshot, writes the parts to a
   temporary file, installs it as its journal (dropping whatever its journal
   held, such as a divergent tail) and rebuilds its games from it; then it
@@ -69,7 +72,7 @@ from xlmate.broker.replication import (
     encode_frame,
 )
 from xlmate.broker.standby_sync import StandbySession
-from xlmate.broker.termfile import load_member, load_term, store_term
+from xlmate.broker.termfile import load_member, load_term, next_boot, store_term
 from xlmate.config import tcp
 from xlmate.errors import WireError
 from xlmate.heartbeat import Reply
@@ -97,6 +100,8 @@ class Pairing:
         self.server = server
         self.config = cfg
         self.member = load_member(cfg.journal_dir)
+        self.boot = next_boot(cfg.journal_dir)  # (boot, beats) order our heartbeats
+        self.beats = 0
         self.me = f"{cfg.broker_id}.{self.member}"
         self.directory = cfg.journal_dir
         self.election = Election(
@@ -232,6 +237,7 @@ class Pairing:
             "term": e.term,
             "in_sync": self.in_sync,
             "unprotected": self.active and not self.in_sync,
+            "acking_alone": e.may_ack_alone(),  # discovery confirmed we go on unprotected
             "accepting": e.accepting(mono_ms()),
             "peer": self.config.peer,
             "standby": e.standby_id,
@@ -660,6 +666,7 @@ class Pairing:
         report = self.election.report(now)
         self.election.sent(report)
         self._hb_sent_at = now
+        self.beats += 1
         return report
 
     def on_discovery_reply(self, reply: Reply) -> None:
@@ -696,6 +703,9 @@ class Pairing:
                 term=effect.term,
             )
             self.server.promoted()
+            # Discovery must hear us say in_sync=false, as active, before we ack alone
+            # (broker.election, "Promotion"): ask it now, not a heartbeat interval later.
+            self.server.beat_discovery_now()
         elif isinstance(effect, Demote):
             self.m_role_changes.labels("standby").inc()
             self._standby_ident, self._session = None, None

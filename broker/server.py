@@ -299,6 +299,8 @@ class BrokerServer:
                 "repl": cfg.endpoint(cfg.repl_port),
                 "lag": self.pairing.current_lag,
                 "ready": self.pairing.ready,
+                "boot": self.pairing.boot,
+                "beat": self.pairing.beats,
             }
         return BrokerHeartbeat(
             id=self.broker_name,

@@ -7,7 +7,11 @@ can hand back the lease it held, or recognise the standby it named in sync);
 a broker whose disk was replaced gets a new name, and counts as a new, empty
 standby.
 
-One line, the term as a decimal integer.  Written as a temporary file,
+``boots`` counts the starts of a paired broker on this journal: with a
+number per heartbeat it orders the broker's heartbeats across restarts, so
+discovery can ignore one that arrives after a newer one.
+
+``term`` and ``boots`` hold one line, a decimal integer.  Written as a temporary file,
 fsynced, renamed over the old one and the directory fsynced, so a crash
 leaves either the old term or the new one, never a torn file.  A broker
 persists a term before it acts in it (before it acks anything as active in a
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Final
 
@@ -26,6 +31,7 @@ log = logging.getLogger("xlmate.broker")
 
 TERM_NAME: Final = "term"
 MEMBER_NAME: Final = "member"
+BOOTS_NAME: Final = "boots"
 
 
 def load_term(directory: Path) -> int:
@@ -42,6 +48,28 @@ def load_term(directory: Path) -> int:
         log.error("%s holds %r, not a term: starting from term 0", path, text[:32])
         return 0
     return int(text)
+
+
+def next_boot(directory: Path) -> int:
+    """Count one more start on this journal (durably); the new count.
+
+    An unreadable count must not go back (discovery would ignore our heartbeats
+    as older than those of an earlier start), so it is replaced by the Unix time
+    in seconds, above any count of starts.
+    """
+    path = directory / BOOTS_NAME
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        text = "0"
+    except (OSError, UnicodeError):
+        text = ""
+    if not text.isdigit():
+        text = str(int(time.time()))
+        log.error("%s is unreadable: counting starts from %s", path, text)
+    boot = int(text) + 1
+    _write_durably(directory, BOOTS_NAME, str(boot))
+    return boot
 
 
 def store_term(directory: Path, term: int) -> None:

@@ -25,6 +25,14 @@ the wire).  The rules, numbered as in the docs:
    safely: whatever it acks alone exists only on its disk, and no other
    broker can take the shard from it.
 
+Heartbeats are applied in their broker's order: a broker gives up on a
+request whose reply is late and sends a newer one (Lazy Pirate), but the old
+one may still reach discovery afterwards.  Applied then, an old "my standby is
+in sync" would undo a newer "in_sync=false" that let the broker ack alone, and
+rule 4 would no longer hold.  So a heartbeat whose (``boot``, ``beat``) is not
+above the last one applied from the same broker changes nothing (a broker
+that sends neither, 0/0, is not checked).
+
 Nothing here is persisted: after a discovery restart the table starts empty,
 the grace of rule 2 lets the live active broker renew first, and a broker
 that is not in sync never claims while a holder exists (a broker rule).
@@ -57,6 +65,7 @@ class ShardLease:
     protector: str | None = None  # the standby the holder last named in sync
     ever_held: bool = False  # someone held the lease in this discovery's life
     reported: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (term, until)
+    order: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> last (boot, beat)
 
     def view(self, now: float) -> Lease:
         """The ``Lease`` a reply carries."""
@@ -88,6 +97,12 @@ class Leases:
     def beat(self, hb: BrokerHeartbeat, now: float) -> Decision:
         """Apply one paired broker's heartbeat (rules 1-4); the lease to answer with."""
         st = self._shards.setdefault(hb.shard, ShardLease())
+        order = (hb.boot, hb.beat)
+        if order != (0, 0):
+            last = st.order.get(hb.id)
+            if last is not None and order <= last:
+                return Decision(st.view(now), why="a heartbeat older than one already applied")
+            st.order[hb.id] = order
         st.highest = max(st.highest, hb.term)
         st.reported = {k: v for k, v in st.reported.items() if v[1] >= now}
         st.reported[hb.id] = (hb.term, now + REPORT_INTERVALS * hb.interval_ms / 1000.0)

@@ -183,6 +183,10 @@ class BrokerHeartbeat(Message):
     (it is protected), and from a standby, that it is in sync with the active
     one named by ``peer``; ``repl`` is its replication endpoint; ``lag`` is how
     many batches a standby is behind; ``ready`` is false while it recovers.
+    ``boot`` (how many times this broker started on its journal) and ``beat``
+    (this heartbeat's number since that start) order a paired broker's
+    heartbeats: discovery ignores one older than a heartbeat it already applied
+    from the same broker (a request given up on that arrives late).
     """
 
     KIND: ClassVar[str] = BROKER_HEARTBEAT
@@ -203,14 +207,16 @@ class BrokerHeartbeat(Message):
     repl: str | None = None
     lag: int = 0
     ready: bool = True
+    boot: int = 0
+    beat: int = 0
 
     def __post_init__(self) -> None:
         _check_id(self.id)
         _check_id(self.epoch)
-        if not _is_int(self.term) or not 0 <= self.term < 2**63:
-            raise WireError("term must be an integer >= 0")
-        if not _is_int(self.lag) or not 0 <= self.lag < 2**63:
-            raise WireError("lag must be an integer >= 0")
+        for name in ("term", "lag", "boot", "beat"):
+            value = getattr(self, name)
+            if not _is_int(value) or not 0 <= value < 2**63:
+                raise WireError(f"{name} must be an integer >= 0")
         for name in ("claim", "in_sync", "ready"):
             if not isinstance(getattr(self, name), bool):
                 raise WireError(f"{name} must be a boolean")

@@ -11,6 +11,7 @@ peers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import subprocess
@@ -45,6 +46,7 @@ from xlmate.broker.replication import (
     encode_frame,
 )
 from xlmate.client import GameClient
+from xlmate.heartbeat import BrokerHeartbeat, Lease, Reply, decode_request, encode_reply
 from xlmate.shards import shard_of
 from xlmate.tokens import mint_seat_token
 
@@ -433,3 +435,60 @@ async def test_a_pair_replicates_over_curve_and_shuts_out_peers_without_the_key(
         ctx.term()
         await white.close()
         await black.close()
+
+
+async def test_a_promoted_broker_acks_alone_only_once_discovery_heard_it_unprotected(
+    cluster: Cluster,
+) -> None:
+    """Granted the lease (by discovery played by hand), a broker heartbeats as active with
+    in_sync=false and does not ack alone until discovery has answered that heartbeat."""
+    c = cluster
+    ctx = zmq.asyncio.Context()
+    rep = ctx.socket(zmq.REP)  # discovery's REP port, answered by this test
+    rep.setsockopt(zmq.LINGER, 0)
+    rep.bind(f"tcp://127.0.0.1:{c.rep_port}")
+    answering: asyncio.Task[None] | None = None
+
+    async def next_heartbeat() -> BrokerHeartbeat:
+        hb = decode_request(await asyncio.wait_for(rep.recv(), 20))
+        assert isinstance(hb, BrokerHeartbeat), hb
+        return hb
+
+    try:
+        a, _ = start_pair(c, start=(True, False))
+        while True:  # grant the lease (again, if a reply went to a socket given up on)
+            second = await next_heartbeat()
+            if second.role == "active":
+                break  # held: discovery has not heard it yet
+            assert second.term == 0
+            lease = Lease(second.id, 1, 60_000)
+            await rep.send(encode_reply(Reply(ok=True, lease=lease)))
+        assert (second.role, second.term, second.claim, second.in_sync) == (
+            "active",
+            1,
+            True,
+            False,
+        )
+        pair = await a.pair()
+        assert pair["role"] == "active" and pair["accepting"] and pair["unprotected"]
+        assert pair["acking_alone"] is False, "acks alone before discovery heard it unprotected"
+        await rep.send(encode_reply(Reply(ok=True, lease=lease)))
+
+        async def answer_all() -> None:  # (a retry of the held heartbeat, and later ones)
+            while True:
+                await next_heartbeat()
+                await rep.send(encode_reply(Reply(ok=True, lease=lease)))
+
+        answering = asyncio.create_task(answer_all())
+
+        async def acking_alone() -> bool:
+            return (await a.pair()).get("acking_alone") is True
+
+        await eventually(acking_alone, 20, "the broker to ack alone once discovery answered")
+    finally:
+        if answering is not None:
+            answering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await answering
+        rep.close(linger=0)
+        ctx.term()

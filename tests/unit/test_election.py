@@ -44,12 +44,19 @@ def test_an_unsynced_standby_claims_only_while_discovery_knows_no_holder() -> No
     assert empty.report(10 + 2 * LEASE_MS).claim
 
 
-def test_a_grant_promotes_and_the_new_active_may_ack_alone_until_a_standby_syncs() -> None:
-    """A lease naming us promotes us in its term; we accept until sent_at + ms."""
+def test_a_grant_promotes_and_acking_alone_waits_for_an_unprotected_report() -> None:
+    """A lease naming us promotes us in its term; we accept until sent_at + ms; we ack
+    alone only after discovery answered our first report as active (in_sync=false)."""
     e = standby(term=1)
     assert e.on_lease(Lease("b", 2, 800), 1000, 1010) == Promote(2)
     assert e.role == "active" and e.term == 2
-    assert e.may_ack_alone() and e.accepting(1799) and not e.accepting(1800)
+    assert e.accepting(1799) and not e.accepting(1800)
+    assert not e.may_ack_alone()
+    report = e.report(1020)
+    assert report.role == "active" and report.claim and not report.in_sync
+    e.sent(report)
+    e.on_lease(Lease("b", 2, 1000), 1020, 1030)
+    assert e.may_ack_alone()
     e.standby_synced("a", 1500)
     assert not e.may_ack_alone()
     assert e.report(1500).in_sync and e.report(1500).peer == "a"
@@ -104,9 +111,18 @@ def test_a_stale_grant_does_not_promote() -> None:
 
 
 def test_a_holder_restarted_on_its_journal_claims_and_resumes_in_its_term() -> None:
-    """Discovery still names us holder (we restarted): claim, and its renewal promotes us."""
+    """Discovery still names us holder (we restarted): claim, and its renewal promotes us;
+    we ack alone only once discovery answered a report saying we are unprotected (it
+    may still record the standby we named before the restart)."""
     e = standby("a", term=3)
     e.on_lease(Lease("a", 3, 0), 0, 5)
     assert e.report(5).claim
     assert e.on_lease(Lease("a", 3, LEASE_MS), 5, 10) == Promote(3)
+    assert not e.may_ack_alone()
+    e.on_lease(Lease("a", 3, LEASE_MS), 5, 20)  # a late answer to the standby's report
+    assert not e.may_ack_alone()
+    report = e.report(30)
+    assert not report.in_sync
+    e.sent(report)
+    e.on_lease(Lease("a", 3, LEASE_MS), 30, 40)
     assert e.may_ack_alone()

@@ -132,3 +132,23 @@ def test_a_broker_that_does_not_claim_changes_nothing_but_its_reported_term_coun
     assert leases.beat(hb("b", term=7, claim=False), 0.1).lease == Lease(None, 0, 0)
     assert not leases.beat(hb("a", term=1), 0.2).granted  # b reported term 7
     assert leases.beat(hb("a", term=1), 0.2 + 0.75 + 0.001).lease.term == 8  # b's report aged
+
+
+def test_a_heartbeat_older_than_one_applied_changes_nothing() -> None:
+    """A late heartbeat (boot, beat not above the last applied from that broker) neither
+    renews nor names a protector; a new boot orders after every beat of the old one;
+    heartbeats without boot and beat are not checked."""
+    leases = Leases(started=-10.0)
+    assert leases.beat(hb("a", boot=1, beat=1), 0.0).granted
+    leases.beat(hb("a", term=1, boot=1, beat=3, in_sync=False), 0.2)
+    late = leases.beat(hb("a", term=1, boot=1, beat=2, in_sync=True, peer="b"), 0.3)
+    assert not late.renewed and "older" in late.why
+    shard = leases.get(1)
+    assert shard is not None and shard.protector is None
+    restarted = leases.beat(hb("a", term=1, boot=2, beat=1, in_sync=True, peer="b"), 0.4)
+    assert restarted.renewed
+    stale = leases.beat(hb("a", term=1, boot=1, beat=4, in_sync=False), 0.5)  # old process
+    assert not stale.renewed and stale.why
+    assert leases.beat(hb("c", term=0, claim=False), 0.6).why == ""
+    assert leases.beat(hb("c", term=0, claim=False), 0.7).why == ""
+    assert leases.beat(hb("b", term=1, boot=1, beat=1), 5.0).granted  # a named b last
