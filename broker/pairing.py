@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xlmate.broker.pair")
 
+LOGGED_MAX: Final = 64  # refusal log keys remembered (forgotten all at once beyond)
 REPL_QUEUE: Final = 50_000  # frames queued per peer before zmq drops (the standby then resyncs)
 SNAPSHOT_NAME: Final = "journal.snapshot"
 
@@ -129,6 +130,9 @@ class Pairing:
         self.lag = 0
         self._hb_sent_at = 0  # when the last discovery heartbeat was built
         self._fenced_logged = False
+        # What was logged once already (refusals per peer and term, repeated hellos): a
+        # cut that heals delivers the frames queued meanwhile at once, dozens of them.
+        self._logged: set[tuple[object, ...]] = set()
         self._router: zmq.asyncio.Socket | None = None
         self._dealer: zmq.asyncio.Socket | None = None
         reg = server.registry
@@ -469,27 +473,59 @@ class Pairing:
             return  # a standby's frames mean nothing to a standby
         now = mono_ms()
         if isinstance(frame, Hello):
-            self._serve_snapshot(ident, frame.id)
+            self._serve_snapshot(ident, frame.id, now)
         elif isinstance(frame, AckFrame):
             self._on_ack(frame, now)
         elif isinstance(frame, PeerBeat):
             e.standby_frame(frame.id, now)
 
+    def _log_once(
+        self, key: tuple[object, ...], message: str, level: int, **fields: object
+    ) -> bool:
+        """Log ``message`` the first time ``key`` is seen (whether it was logged now)."""
+        if key in self._logged:
+            return False
+        if len(self._logged) >= LOGGED_MAX:
+            self._logged.clear()
+        self._logged.add(key)
+        logs.event(log, str(key[0]), message, level, **fields)
+        return True
+
     def _refuse_stale(self, ident: bytes, peer: str, role: str, term: int) -> None:
-        self.m_refused.labels("stale_term").inc()
-        logs.event(
-            log,
-            "pair_refused",
-            f"refused {peer}: it says it is {role} in term {term}, ours is {self.election.term}",
+        self.m_refused.labels("stale_term").inc()  # every one; logged once per peer and term
+        ours = self.election.term
+        self._log_once(
+            ("pair_refused", peer, role, term, ours),
+            f"refused {peer}: it says it is {role} in term {term}, ours is {ours} "
+            "(repeats from it in this term are counted, not logged)",
             logging.WARNING,
             peer=peer,
             term=term,
         )
         self._reply(ident, Refusal(id=self.me, term=self.election.term, why="stale term"))
 
-    def _serve_snapshot(self, ident: bytes, standby: str) -> None:
-        """A standby said hello: send the journal as a snapshot, then stream to it."""
+    def _serve_snapshot(self, ident: bytes, standby: str, now: int) -> None:
+        """A standby said hello: send the journal as a snapshot, then stream to it.
+
+        A copy of the hello already answered (the same connection and standby,
+        within one lease of its snapshot: ``StandbySession.repeats``) is ignored:
+        after a cut heals, the hellos queued meanwhile arrive together, and each
+        used to start a snapshot and drop the standby's protection for nothing.
+        """
         e = self.election
+        session = self._session
+        if (
+            session is not None
+            and ident == self._standby_ident
+            and session.repeats(standby, now, self.config.lease_ms)
+        ):
+            self._log_once(
+                ("repeated_hello", standby, session.sent_at),
+                f"ignored a repeated hello from {standby}: its snapshot went out "
+                f"{now - session.sent_at} ms ago",
+                logging.INFO,
+            )
+            return
         if e.standby_id is not None and e.standby_id != standby:
             log.warning("a new standby %s replaces %s", standby, e.standby_id)
             e.standby_lost()
@@ -500,7 +536,7 @@ class Pairing:
         self._unacked.clear()
         data = self.server.journal_bytes()
         self._standby_ident = ident
-        self._session = StandbySession(standby, self.seq)
+        self._session = StandbySession(standby, self.seq, sent_at=now)
         parts = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
         for n, part in enumerate(parts):
             self._to_standby(
@@ -557,12 +593,13 @@ class Pairing:
         role = ACTIVE if isinstance(frame, Snapshot | BatchFrame) else _role(frame.role)
         if frame.term < e.term and role == ACTIVE:
             self.m_refused.labels("stale_term").inc()
-            log.warning(
-                "refused %s from %s: term %d < ours %d",
-                type(frame).__name__,
-                frame.id,
-                frame.term,
-                e.term,
+            self._log_once(
+                ("pair_refused", frame.id, ACTIVE, frame.term, e.term),
+                f"refused {type(frame).__name__} from {frame.id}: term {frame.term} < ours "
+                f"{e.term} (repeats from it in this term are counted, not logged)",
+                logging.WARNING,
+                peer=frame.id,
+                term=frame.term,
             )
             self._to_peer(Refusal(id=self.me, term=e.term, why="stale term"))
             self._lost_sync()
@@ -652,7 +689,14 @@ class Pairing:
     # --- terms, roles and discovery -------------------------------------------------------
 
     def _on_refusal(self, refusal: Refusal) -> None:
-        log.warning("peer %s refused us (term %d): %s", refusal.id, refusal.term, refusal.why)
+        self._log_once(
+            ("pair_refused_us", refusal.id, refusal.term, refusal.why),
+            f"peer {refusal.id} refused us (term {refusal.term}): {refusal.why} "
+            "(repeats in this term are not logged)",
+            logging.WARNING,
+            peer=refusal.id,
+            term=refusal.term,
+        )
         effect, _ = self.election.on_peer_term("active", refusal.term)
         self._apply(effect)
 

@@ -16,6 +16,14 @@ so the standby's acks reach it quickly and from then on every batch waits for
 the standby.  A standby that does not reach the target within ``wait_ms`` is
 given up (``expired``): the active broker goes on alone and the standby tries
 again (the next ack starts a new target).
+
+A hello from the standby this session serves, within one lease of its snapshot
+(``repeats``), is a copy of the hello it answered: frames queued in ZeroMQ and
+TCP while a link was cut arrive together when it heals.  Such a hello starts no
+other snapshot and does not drop the standby's protection.  A standby that
+really lost the stream asks again after a lease at most; until it acks, the
+active broker holds its batches (it never acks on a hello), so ignoring a copy
+can delay, never lose, anything.
 """
 
 from __future__ import annotations
@@ -29,9 +37,15 @@ class StandbySession:
 
     standby: str
     snapshot_seq: int
+    sent_at: int  # when its snapshot went out (the election's clock)
     acked: int = 0
     target: int | None = None  # set once the snapshot is acked: ack this to be in sync
     since: int | None = None  # when the target was set
+
+    def repeats(self, standby: str, now: int, lease_ms: int) -> bool:
+        """Whether a hello from ``standby`` at ``now`` repeats the one this session
+        answered (module docstring): the same standby, within one lease of its snapshot."""
+        return standby == self.standby and now - self.sent_at < lease_ms
 
     def ack(self, seq: int, released: int, now: int) -> bool:
         """The standby acked up to ``seq``; ``released`` is the highest batch acked to

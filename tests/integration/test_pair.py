@@ -42,6 +42,7 @@ from xlmate.broker.replication import (
     Hello,
     PeerBeat,
     Refusal,
+    Snapshot,
     decode_frame,
     encode_frame,
 )
@@ -342,6 +343,59 @@ async def test_a_peer_with_a_stale_term_or_another_shard_is_refused_and_counted(
         assert isinstance(refusal, Refusal) and "shard" in refusal.why
         assert await metric(active.http, "xlmate_broker_pair_refused_total", why="wrong_shard") == 1
         assert await roles(active, standby) == [("active", 1, True), ("standby", 1, True)]
+    finally:
+        sock.close()
+        ctx.term()
+
+
+async def test_a_burst_of_repeated_hellos_gets_one_snapshot(
+    paired: tuple[Cluster, PairBroker, PairBroker],
+) -> None:
+    """Five copies of one hello (as a healed cut delivers them) get one snapshot, not five;
+    a hello a lease later is answered again (a standby whose snapshot was lost)."""
+    _c, a, b = paired
+    active, standby = await settled(a, b)
+    term = (await active.pair())["term"]
+    standby.proc.kill()
+
+    async def standby_lost() -> bool:
+        return (await active.pair()).get("standby") is None
+
+    await eventually(standby_lost, 20, "the active broker to give up on its standby")
+    sent = "xlmate_broker_pair_snapshots_total"
+    before = await metric(active.http, sent, dir="sent")
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{active.repl_port}")
+    hello = encode_frame(Hello(id="shard-1-of-1.copycat", term=term, role="standby", shard="1/1"))
+    try:
+        for _ in range(5):
+            await sock.send(hello)
+        # A hello of another shard last: its refusal comes after all five were handled.
+        await sock.send(encode_frame(Hello(id="marker", term=term, role="standby", shard="2/2")))
+        first_parts = 0
+        while True:
+            frame = decode_frame(await asyncio.wait_for(sock.recv(), 10))
+            if isinstance(frame, Refusal):
+                break
+            first_parts += isinstance(frame, Snapshot) and frame.part == 0
+        assert first_parts == 1, f"{first_parts} snapshots for one hello sent five times"
+        assert await metric(active.http, sent, dir="sent") == before + 1
+
+        async def answered_again() -> bool:
+            await sock.send(hello)  # then read what comes for a moment (beats come too)
+            deadline = time.monotonic() + 0.3
+            while (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    frame = decode_frame(await asyncio.wait_for(sock.recv(), left))
+                    if isinstance(frame, Snapshot) and frame.part == 0:
+                        return True
+            return False
+
+        await eventually(answered_again, 10, "a hello a lease later to get a snapshot again")
+        assert await metric(active.http, sent, dir="sent") == before + 2
+        assert (await active.pair())["role"] == "active"
     finally:
         sock.close()
         ctx.term()

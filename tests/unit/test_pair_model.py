@@ -293,9 +293,12 @@ class PairModel(RuleBasedStateMachine):
             return
         if e.role == ACTIVE:
             if kind == "hello":
+                if b.session is not None and b.session.repeats(sender, self.now, LEASE_MS):
+                    return  # a copy of the hello already answered (Pairing._serve_snapshot)
                 if e.standby_id is not None:
                     e.standby_lost()
-                b.session, b.unacked_since = StandbySession(sender, len(b.log)), {}
+                b.session = StandbySession(sender, len(b.log), sent_at=self.now)
+                b.unacked_since = {}
                 self.send(b, ("snap", b.id, e.term, list(b.log)))
             elif kind == "ack" and b.session is not None and sender == b.session.standby:
                 b.acked_upto = max(b.acked_upto, msg[3])
