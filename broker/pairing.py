@@ -10,8 +10,9 @@ decisions are made by the pure ``broker.election.Election``; the frames are
   the standby's ack when it is in sync, everything once the election allows
   acking alone, nothing otherwise.  A standby that says hello gets the
   journal file as a snapshot (sent in parts), then the stream; once it acks
-  the snapshot's seq it is in sync and protects us.  A standby that leaves a
-  batch unacked, or is silent, for ``--standby-wait-ms`` is lost: we tell
+  the snapshot's seq it is in sync and protects us.  A standby whose
+  connection drops (``_watch_peer``), or that leaves a batch unacked, or is
+  silent, for ``--standby-wait-ms`` is lost: we tell
   discovery at once (``in_sync=false``) and ack alone only after its answer.
   So does a broker just promoted: it beats discovery at once and acks alone
   once the answer confirms its lease (a restarted holder resumes a lease whose
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from xlmate import curve, logs, metrics
 from xlmate.broker.election import (
@@ -134,6 +136,7 @@ class Pairing:
         # cut that heals delivers the frames queued meanwhile at once, dozens of them.
         self._logged: set[tuple[object, ...]] = set()
         self._router: zmq.asyncio.Socket | None = None
+        self._monitor: zmq.asyncio.Socket | None = None  # the DEALER's connection events
         self._dealer: zmq.asyncio.Socket | None = None
         reg = server.registry
         self.m_refused = metrics.counter(
@@ -273,6 +276,11 @@ class Pairing:
         assert cfg.peer is not None
         dealer.connect(cfg.peer)
         self._router, self._dealer = router, dealer
+        # The DEALER has one peer, the other broker: its connection dropping means that
+        # process died (the kernel closed its sockets) or the link was reset.
+        monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.server.own_socket(monitor)
+        self._monitor = monitor
         # Sends go through plain shadows (no future per frame, EAGAIN raised here: a
         # frame for a peer that is not there is dropped, as the protocol expects).
         self._router_now: zmq.Socket[bytes] = zmq.Socket.shadow(router.underlying)
@@ -281,6 +289,7 @@ class Pairing:
         tasks.loop(self._router_loop(), "broker.pair_router_loop")
         tasks.loop(self._dealer_loop(), "broker.pair_dealer_loop")
         tasks.loop(self._tick_loop(), "broker.pair_tick_loop")
+        tasks.loop(self._watch_peer(), "broker.pair_monitor_loop")
         log.info(
             "paired: repl port %d, peer %s, term %d, lease %d ms, standby wait %d ms",
             cfg.repl_port,
@@ -360,6 +369,28 @@ class Pairing:
                 await self.server.sync_journal()
                 self._to_peer(to_ack)
 
+    async def _watch_peer(self) -> None:
+        """The peer's connection dropped: an active broker loses its standby now.
+
+        A SIGKILLed standby's sockets are closed by its kernel, so the active
+        broker learns at once that no ack will come, instead of holding every
+        batch for ``--standby-wait-ms``.  Losing the standby early is always
+        safe: acking alone still waits for discovery to confirm a heartbeat
+        that said ``in_sync=false``.  A standby that is alive after all (a
+        reset link) hears nothing for a lease, says hello and resyncs.  A cut
+        without a reset (packets dropped) is still found by the timeout.
+        """
+        monitor = self._monitor
+        assert monitor is not None
+        while True:
+            message = await monitor.recv_multipart()
+            try:
+                event = parse_monitor_message(message)["event"]
+            except Exception:  # a malformed monitor message is not worth a crash
+                continue
+            if event == zmq.EVENT_DISCONNECTED and self.election.standby_id is not None:
+                self._lose_standby(f"its connection to {self.config.peer} dropped")
+
     async def _tick_loop(self) -> None:
         """Beats to the peer, hellos while unsynced, the lost-standby check."""
         while True:
@@ -423,11 +454,17 @@ class Pairing:
         oldest = self._unacked[0][1] if self._unacked else now
         if now - heard < wait and now - oldest < wait:
             return
+        self._lose_standby(f"no ack for {now - min(heard, oldest)} ms")
+
+    def _lose_standby(self, why: str) -> None:
+        """Stop counting on the standby: tell discovery, go on alone once it answered."""
+        e = self.election
+        if not self.active or e.standby_id is None:
+            return
         logs.event(
             log,
             "standby_lost",
-            f"standby {e.standby_id} lost (no ack for {now - min(heard, oldest)} ms): "
-            "asking discovery before going on alone",
+            f"standby {e.standby_id} lost ({why}): asking discovery before going on alone",
             logging.WARNING,
             standby=e.standby_id,
         )

@@ -275,8 +275,12 @@ async def test_sigkill_of_the_standby_does_not_interrupt_play_and_it_catches_up_
     try:
         await eventually(lambda: games.acked() >= 10, 30, "play")
         standby.proc.kill()
+        killed = time.monotonic()
         before = games.acked()
         await eventually(lambda: games.acked() >= before + 10, 30, "play without the standby")
+        print(
+            f"longest gap between acks after the SIGKILL: {games.longest_stall_after(killed):.3f} s"
+        )
         assert (await active.pair())["role"] == "active"
         standby.proc.start()
         await settled(active, standby)

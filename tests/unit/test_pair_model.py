@@ -229,6 +229,15 @@ class PairModel(RuleBasedStateMachine):
                 b.hello_at = self.now
                 self.send(b, ("hello", b.id, e.term))
 
+    @rule(name=st.sampled_from(NAMES))
+    def peer_connection_drops(self, name: str) -> None:
+        """The broker's connection to its peer drops (a SIGKILL, a reset link): if active,
+        it loses its standby at once (Pairing._watch_peer), whether the standby lives."""
+        b = self.brokers[name]
+        if b.alive and b.e.role == ACTIVE and b.e.standby_id is not None:
+            b.e.standby_lost()
+            b.unacked_since, b.session = {}, None
+
     @rule(src=st.sampled_from(NAMES), count=st.integers(1, 8), lose=st.booleans())
     def deliver(self, src: str, count: int, lose: bool) -> None:
         """The oldest ``count`` frames from ``src`` to its peer arrive (or the first is lost)."""
