@@ -73,9 +73,10 @@ def start_pair(
     *extra: str,
     start: tuple[bool, bool] = (True, True),
     hosts: tuple[Host, Host] = (LOCAL, LOCAL),
+    discovery: str | None = None,
 ) -> tuple[PairBroker, PairBroker]:
     """Both brokers of shard ``index``/``count`` on ``hosts``, peered; ``start`` says which
-    to start now."""
+    to start now.  ``discovery`` is the cluster's discovery unless a test plays it."""
     repl = (free_port(), free_port())
     brokers = []
     for n, name in enumerate(("a", "b")):
@@ -101,7 +102,7 @@ def start_pair(
             *("--catchup-port", str(catchup)),
             *("--http-port", str(http)),
             *("--journal-dir", str(journal)),
-            *("--discovery", cluster.discovery_endpoint),
+            *("--discovery", discovery or cluster.discovery_endpoint),
             *("--repl-port", str(repl[n])),
             *("--peer", f"tcp://{peer.address}:{repl[1 - n]}"),
             *("--lease-ms", str(LEASE_MS)),

@@ -513,7 +513,7 @@ async def test_a_promoted_broker_acks_alone_only_once_discovery_heard_it_unprote
         return hb
 
     try:
-        a, _ = start_pair(c, start=(True, False))
+        a, _ = start_pair(c, start=(True, False), discovery=f"tcp://127.0.0.1:{c.rep_port}")
         while True:  # grant the lease (again, if a reply went to a socket given up on)
             second = await next_heartbeat()
             if second.role == "active":
