@@ -168,7 +168,9 @@ class ShardedBus:
         active = self.routing.address(shard)
         member = self.routing.member(shard, active) if active is not None else None
         if member is not None:
-            log.warning(
+            # A first active broker is news, not trouble; a change of broker is a failover.
+            log.log(
+                logging.WARNING if before is not None else logging.INFO,
                 "shard %d/%d: broker at %s is active in term %d (was %s)",
                 shard,
                 self.routing.count,
