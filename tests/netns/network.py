@@ -49,12 +49,11 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from xlmate_bench.cluster import Host
+from xlmate_bench.cluster import ClusterError, Host, wait_until
 
 PREFIX: Final = "xlm"
 SUPERNET: Final = ipaddress.IPv4Network("10.213.0.0/16")
@@ -330,9 +329,12 @@ class Network:
             return
         for node in self.nodes.values():
             _kill_inside(node.netns)
-        deadline = time.monotonic() + 5
-        while any(node.pids() for node in self.nodes.values()) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        with contextlib.suppress(ClusterError):  # (what outlives this is reported below)
+            wait_until(
+                lambda: not any(node.pids() for node in self.nodes.values()),
+                5,
+                "the processes of the test's namespaces to exit",
+            )
         for node in self.nodes.values():
             run("ip", "link", "delete", node.veth, check=False)
             run("ip", "netns", "delete", node.netns, check=False)
